@@ -1,0 +1,84 @@
+"""The pipeline, top to bottom: load -> overrides -> check -> resolve -> shapes -> guard -> lower."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+import torch.fx as fx
+import yaml
+
+from .check import check
+from .errors import Loc, SpecError
+from .source import Node, load_file, parse_text
+from .lower import build_modules, lower
+from .overrides import apply_overrides
+from .resolve import resolve
+from .shapes import TypedGraph, guard_size, infer_shapes
+from .spec import Spec
+from .summary import summarize
+
+Overrides = Mapping[str, Any] | Iterable[str] | None
+
+
+@dataclass
+class Compiled:
+    spec: Spec
+    typed: TypedGraph
+    module: fx.GraphModule
+    summary: dict[str, Any]
+
+
+def read_tree(source: str | os.PathLike | Mapping | Node) -> Node:
+    """A path, YAML text or a dict, as a located tree."""
+    if isinstance(source, Node):
+        return source
+    if isinstance(source, Mapping):
+        try:
+            text = yaml.safe_dump(dict(source), sort_keys=False)
+        except yaml.YAMLError as e:
+            raise SpecError.at(Loc("<dict>", 1, 1), f"spec dict is not plain data: {e}",
+                               "use str, int, float, bool, None, list and dict only") from None
+        return parse_text(text, "<dict>")
+    if isinstance(source, os.PathLike):
+        return load_file(source)
+    if isinstance(source, str):
+        looks_like_text = "\n" in source or (":" in source and not source.endswith((".yaml", ".yml")))
+        if looks_like_text and not Path(source).is_file():
+            return parse_text(source, "<string>")
+        return load_file(source)
+    raise SpecError.at(Loc("<spec>", 1, 1), f"cannot read a spec from {type(source).__name__}",
+                       "pass a path, YAML text or a dict")
+
+
+def load(source: Any, params: Overrides = None) -> Spec:
+    """Read, override and check a spec.
+
+    >>> spec = load("specs/mlp2.yaml", {"hidden": 32})
+    """
+    tree = read_tree(source)
+    apply_overrides(tree, params)
+    return check(tree)
+
+
+def compile_spec(spec: Spec, seed: int | None = None) -> Compiled:
+    """Resolve, infer shapes, guard the size, then build the weights and the fx module."""
+    graph = resolve(spec)
+    typed = infer_shapes(graph)
+    guard_size(typed)
+    if seed is not None:
+        torch.manual_seed(seed)
+    module = lower(typed, build_modules(typed))
+    module.specc_spec_hash = spec.hash
+    return Compiled(spec, typed, module, summarize(spec, typed))
+
+
+def build(source: Any, params: Overrides = None, seed: int | None = None) -> fx.GraphModule:
+    """Compile a spec into a `torch.fx.GraphModule`.
+
+    >>> model = build("specs/transformer_encoder.yaml", {"depth": 2})
+    >>> print(model.code)
+    """
+    return compile_spec(load(source, params), seed).module

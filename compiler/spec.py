@@ -1,0 +1,106 @@
+"""The typed spec: what `check` produces from the located YAML tree.
+
+Node arguments stay located YAML (`Node`) because inside a block they depend on the block's
+params; `resolve` evaluates them once per instance.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import Loc
+from .source import Node
+
+DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
+TOP_KEYS = ("specc", "name", "description", "params", "inputs", "blocks", "layers", "outputs", "train", "export")
+NODE_KEYS = ("op", "block", "name", "from", "repeat")
+BLOCK_KEYS = ("params", "inputs", "layers", "outputs", "description")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """`name` or `name.K` (element K of a tuple output)."""
+
+    name: str
+    index: int | None
+    loc: Loc
+
+    def __str__(self) -> str:
+        return self.name if self.index is None else f"{self.name}.{self.index}"
+
+
+@dataclass(frozen=True)
+class NodeDecl:
+    name: str
+    derived: bool  # the name was derived from the op, not written
+    op: str | None
+    block: str | None
+    refs: tuple[Ref, ...] | None  # None: the previous node
+    repeat: Node | None
+    args: dict[str, Node]
+    loc: Loc
+
+    @property
+    def what(self) -> str:
+        return self.op if self.op is not None else f"block {self.block}"
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    name: str
+    shape: tuple[int | str, ...]  # ints and symbolic dim names
+    dtype: str
+    range: tuple[float, float] | None
+    loc: Loc
+
+    def as_dict(self) -> dict:
+        d: dict[str, Any] = {"shape": list(self.shape), "dtype": self.dtype}
+        if self.range is not None:
+            d["range"] = list(self.range)
+        return d
+
+
+@dataclass(frozen=True)
+class BlockDecl:
+    name: str
+    params: dict[str, Node | None]  # None: required
+    inputs: tuple[str, ...]
+    layers: tuple[NodeDecl, ...]
+    outputs: tuple[Ref, ...] | None
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    params: dict[str, Any]  # evaluated
+    inputs: dict[str, InputDecl]
+    blocks: dict[str, BlockDecl]
+    layers: tuple[NodeDecl, ...]
+    outputs: tuple[Ref, ...] | None
+    train: Node | None
+    export: Node | None
+    tree: Node = field(repr=False)  # the located tree with overrides applied
+
+    def resolved(self) -> dict:
+        """The spec as plain data, with params evaluated and overrides applied: `spec.yaml`."""
+        data = self.tree.plain()
+        if "params" in data:
+            data["params"] = dict(self.params)
+        return data
+
+    @property
+    def hash(self) -> str:
+        text = json.dumps(self.resolved(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def symbolic_dims(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for inp in self.inputs.values():
+            for d in inp.shape:
+                if isinstance(d, str):
+                    seen[d] = None
+        return list(seen)

@@ -1,0 +1,66 @@
+"""The public Python API; the CLI is a thin layer over these functions."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import compiler
+from compiler.pipeline import Compiled, Overrides, compile_spec
+from compiler.spec import Spec
+
+from . import __version__
+from .runs import RUNS, SPEC, is_run, state_bytes, write_build
+
+
+def load(source: Any, params: Overrides = None) -> Spec:
+    """Read and check a spec (a path, YAML text, a dict, or a run folder)."""
+    if isinstance(source, (str, os.PathLike)) and is_run(Path(source)):
+        source = Path(source) / SPEC
+    return compiler.load(source, params)
+
+
+def seed_of(spec: Spec) -> int:
+    seed = spec.train.get("seed") if spec.train is not None else None
+    return seed.value if seed is not None and isinstance(seed.value, int) and not isinstance(seed.value, bool) else 0
+
+
+def compile(source: Any, params: Overrides = None) -> Compiled:
+    """Load and compile with the spec's seed, leaving the caller's RNG state untouched."""
+    spec = load(source, params)
+    with torch.random.fork_rng(devices=[]):
+        return compile_spec(spec, seed=seed_of(spec))
+
+
+def build(source: Any, params: Overrides = None) -> torch.fx.GraphModule:
+    """Compile a spec into a `torch.fx.GraphModule` (initial weights seeded by `train.seed`, default 0).
+
+    >>> model = specc.build("specs/mlp2.yaml", {"hidden": 64})
+    """
+    return compile(source, params).module
+
+
+@dataclass
+class BuildResult:
+    compiled: Compiled
+    run_dir: Path
+
+
+def resolved_yaml(spec: Spec, origin: str) -> str:
+    header = f"# resolved by specc {__version__} from {origin}; params and overrides applied\n"
+    return header + yaml.safe_dump(spec.resolved(), sort_keys=False, allow_unicode=True, width=100)
+
+
+def build_run(source: Any, params: Overrides = None, out: str | os.PathLike | None = None,
+              force: bool = False) -> BuildResult:
+    """`specc build`: compile, then write the run folder (spec.yaml, summary.json, model.safetensors)."""
+    compiled = compile(source, params)
+    run_dir = Path(out) if out is not None else RUNS / compiled.spec.name
+    origin = str(source) if isinstance(source, (str, os.PathLike)) and "\n" not in str(source) else "<text>"
+    summary = dict(compiled.summary, specc_version=__version__, source=origin)
+    write_build(run_dir, resolved_yaml(compiled.spec, origin), summary, state_bytes(compiled.module), force)
+    return BuildResult(compiled, run_dir)

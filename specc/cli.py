@@ -1,0 +1,132 @@
+"""The `specc` command: one typed function per command, each a thin call into `specc.api`.
+
+Importing this module must not import torch: `specc --help` stays instant. Heavy modules are
+imported inside the commands.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from compiler.errors import SpecError
+
+app = typer.Typer(
+    name="specc",
+    help="Declarative model specs -> torch.fx modules, one training loop, exports with parity checks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a param (depth=6) or a dotted spec path (train.optimizer.lr=0.01). Repeatable.")]
+
+
+def _guard(fn: Callable[[], int | None]) -> None:
+    """Known errors: the diagnostics and exit 2. Bugs: one line, the traceback in a log, exit 70."""
+    try:
+        code = fn() or 0
+    except SpecError as e:
+        if os.environ.get("SPECC_DEBUG") == "1":
+            traceback.print_exc()
+        from .render import print_spec_error
+        print_spec_error(e)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise typer.Exit(130)
+    except typer.Exit:
+        raise
+    except Exception:
+        if os.environ.get("SPECC_DEBUG") == "1":
+            raise
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        log = Path(tempfile.gettempdir()) / f"specc-crash-{stamp}-{os.getpid()}.log"
+        log.write_text(traceback.format_exc())
+        print(f"specc: internal error (a bug in specc); the traceback is in {log}", file=sys.stderr)
+        raise typer.Exit(70)
+    raise typer.Exit(code)
+
+
+@app.command(epilog="Example: specc build specs/transformer_encoder.yaml --set depth=2")
+def build(
+    spec: Annotated[str, typer.Argument(help="The spec file (.yaml).")],
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder to write (default: runs/<name>).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Start a trained run over.")] = False,
+    emit_python: Annotated[Optional[Path], typer.Option("--emit-python", help="Also write standalone PyTorch source.")] = None,
+    code: Annotated[bool, typer.Option("--code", help="Print the generated forward().")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary table.")] = False,
+) -> None:
+    """Check and compile a spec, print its summary, and write the run folder."""
+
+    def run() -> None:
+        from .api import build_run
+        from .render import console, summary_table
+        result = build_run(spec, set_, out, force)
+        if not quiet:
+            console().print(summary_table(result.compiled.summary))
+        if code:
+            print(result.compiled.module.code.strip())
+        if emit_python is not None:
+            from .api import emit_python as emit
+            emit(result.compiled, emit_python)
+            print(f"wrote {emit_python}")
+        print(f"wrote {result.run_dir}/ (spec.yaml, summary.json, model.safetensors)")
+
+    _guard(run)
+
+
+@app.command()
+def ops(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List every op with its arguments ([inferred] marks the input size specc fills in)."""
+
+    def run() -> None:
+        from compiler.ops import registry, signature
+        from compiler.types import describe
+        rows = []
+        for name, op in registry().items():
+            args = [{"name": a.name, "type": describe(a.type) or "any", "required": a.required,
+                     "default": None if a.required else a.default,
+                     "inferred": bool(op.infer and op.infer.arg == a.name)} for a in op.args.values()]
+            lo, hi = op.inputs
+            rows.append({"name": name, "kind": op.kind, "inputs": str(lo) if lo == hi else f"{lo}..{'n' if hi < 0 else hi}",
+                         "arguments": signature(op).split("(", 1)[1][:-1], "args": args, "doc": op.doc,
+                         "formats": sorted(op.formats), "plugin": op.plugin})
+        if as_json:
+            print(json.dumps([{k: v for k, v in r.items() if k != "arguments"} for r in rows], indent=2, default=str))
+            return
+        from .render import console, ops_table
+        console().print(ops_table(rows))
+
+    _guard(run)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of spec files (point your editor's YAML plugin at it)."""
+
+    def run() -> None:
+        from compiler.schema import spec_schema
+        print(json.dumps(spec_schema(), indent=1))
+
+    _guard(run)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
