@@ -368,7 +368,9 @@ def _node(raw: Node, e: dict[str, Node], index: int, inputs: tuple[str, ...], de
         taken.add(name)
         derived = True
     # refs
-    refs = _from(e.get("from"), defined, c)
+    n_diag = len(c.diagnostics)
+    refs = _from(e.get("from"), defined, taken, c)
+    refs_ok = len(c.diagnostics) == n_diag
     if refs is None and e.get("from") is None:
         if index == 0 and len(inputs) > 1 and not (op is not None and op.inputs[0] == 0):
             c.error(raw.loc, f"the first node must say which input it reads: {', '.join(inputs)}",
@@ -380,30 +382,32 @@ def _node(raw: Node, e: dict[str, Node], index: int, inputs: tuple[str, ...], de
     arg_locs = raw.key_locs if raw.is_map else {}
     if op is not None:
         lo, hi = op.inputs
-        if n_refs < lo or (hi != -1 and n_refs > hi):
+        if refs_ok and (n_refs < lo or (hi != -1 and n_refs > hi)):
             want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi != -1 else f"at least {lo}"
             loc = e["from"].loc if "from" in e else raw.loc
             c.error(loc, f"{op.name} takes {want} input{'s' if hi != 1 else ''}, got {n_refs}",
                     "list the inputs in from: [a, b]" if n_refs < lo else "remove refs from from:")
+        misspelled = set()
         for k in args:
             if k not in op.args:
                 hint = did_you_mean(k, op.args, "argument")
+                if hint.startswith("did you mean"):
+                    misspelled.add(hint.split("'")[1])
                 if k in ("device", "dtype"):
                     hint = "devices and dtypes are chosen by specc train, not per node"
                 c.error(arg_locs.get(k, raw.loc), f"unknown argument '{k}' for {op.name}", hint)
         for a in op.args.values():
             if a.required and a.name not in args and not (op.infer and op.infer.arg == a.name):
-                if "other" == a.name:
-                    continue
-                c.error(raw.loc, f"{op.name} needs argument '{a.name}'", f"add {a.name}: ...")
-        if "other" in op.args and op.inputs == (1, 2):
+                if a.name != "other" and a.name not in misspelled:
+                    c.error(raw.loc, f"{op.name} needs argument '{a.name}'", f"add {a.name}: ...")
+        if refs_ok and "other" in op.args and op.inputs == (1, 2):
             if n_refs == 1 and "other" not in args:
                 c.error(raw.loc, f"{op.name} with one input needs 'other'", f"add other: 2.0, or from: [a, b]")
             if n_refs == 2 and "other" in args:
                 c.error(arg_locs.get("other", raw.loc), f"{op.name} has two inputs; 'other' would be a third",
                         "drop other:, or give one ref in from:")
     elif block is not None:
-        _block_call(blocks[block], args, arg_locs, raw, n_refs, e, c)
+        _block_call(blocks[block], args, arg_locs, raw, n_refs if refs_ok else len(blocks[block].inputs), e, c)
     if len(c.diagnostics) > before:
         return None
     return NodeDecl(name, derived, op.name if op else None, block, refs, repeat, args, raw.loc)
@@ -424,7 +428,7 @@ def _block_call(b: BlockDecl, args: dict[str, Node], arg_locs: dict, raw: Node, 
                 f"({', '.join(b.inputs)}), got {n_refs}", "list one ref per block input in from:")
 
 
-def _from(node: Node | None, defined: list[str], c: Collector) -> tuple[Ref, ...] | None:
+def _from(node: Node | None, defined: list[str], later: set[str], c: Collector) -> tuple[Ref, ...] | None:
     if node is None:
         return None
     items = node.value if node.is_seq else [node]
@@ -437,8 +441,12 @@ def _from(node: Node | None, defined: list[str], c: Collector) -> tuple[Ref, ...
         if ref is None:
             continue
         if ref.name not in defined:
-            hint = did_you_mean(ref.name, defined, "name")
-            c.error(item.loc, f"unknown ref '{ref.name}'", hint or "refs name an input or an earlier node")
+            if ref.name in later:
+                c.error(item.loc, f"ref '{ref.name}' names a node defined further down",
+                        "a node reads inputs and earlier nodes; move it below the node it reads")
+            else:
+                hint = did_you_mean(ref.name, defined, "name")
+                c.error(item.loc, f"unknown ref '{ref.name}'", hint or "refs name an input or an earlier node")
             continue
         refs.append(ref)
     return tuple(refs)

@@ -115,5 +115,5 @@ def did_you_mean(word: str, choices: Iterable[str], what: str = "") -> str:
     if close:
         return f"did you mean '{close[0]}'?"
     if choices and len(choices) <= 12:
-        return f"expected {what + ' ' if what else ''}one of: {', '.join(choices)}"
+        return f"{'known ' + what + 's' if what else 'choices'}: {', '.join(choices)}"
     return ""

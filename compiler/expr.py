@@ -70,7 +70,7 @@ def _walk(node: ast.AST, scope: Mapping[str, Any]) -> Any:
         try:
             return _check(_BINOPS[type(node.op)](a, b))
         except ZeroDivisionError:
-            raise ExprError("division by zero in expression") from None
+            raise ExprError("division by zero in expression", "check the divisor") from None
         except (OverflowError, ValueError, TypeError) as e:
             raise ExprError(f"cannot compute expression: {e}") from None
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:

@@ -8,6 +8,7 @@ and the parameter bytes are known before anything real is created.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,12 @@ class _Sampler:
             raise ValueError("too many symbolic dims")
         self.a = dict(zip(symbols, _PRIMES_A))
         self.b = dict(zip(symbols, _PRIMES_B))
+
+    def unsample(self, text: str) -> str:
+        """Torch's messages speak of the sample sizes; put the symbolic names back."""
+        for name, size in self.a.items():
+            text = re.sub(rf"\b{size}\b", name, text)
+        return text
 
     def render(self, x: int, y: int) -> Dim:
         if x == y:
@@ -232,20 +239,42 @@ def _run(node: GNode, args: dict, xa: list, xb: list, s: _Sampler) -> tuple[Any,
         a = _call(node, target, args, xa, s.a)
         b = _call(node, target, args, xb, s.b)
     except Exception as e:
-        raise _ShapeError(f"{_desc(node)} cannot take input {_shapes_str(xa, xb, s)}: {_first_line(e)}",
+        raise _ShapeError(f"{_desc(node)} cannot take input {_shapes_str(xa, xb, s)}: {s.unsample(_first_line(e))}",
                           _expects(node, args)) from None
     return a, b, module
 
 
+_FAMILY = [
+    ("Linear", "Linear expects (..., in_features={v})"),
+    ("ConvTranspose", "{op} expects (N, in_channels={v}, spatial...) or one sample without N"),
+    ("Conv", "{op} expects (N, in_channels={v}, spatial...) or one sample without N, each spatial size at least "
+             "the kernel after padding"),
+    ("BatchNorm", "{op} expects (N, num_features={v}, ...)"),
+    ("LayerNorm", "LayerNorm expects (..., {v})"),
+    ("RMSNorm", "RMSNorm expects (..., {v})"),
+    ("GroupNorm", "GroupNorm expects (N, num_channels={v}, ...)"),
+    ("GRU", "GRU expects (batch, time, {v}) with batch_first: true, else (time, batch, {v})"),
+    ("LSTM", "LSTM expects (batch, time, {v}) with batch_first: true, else (time, batch, {v})"),
+    ("RNN", "RNN expects (batch, time, {v}) with batch_first: true, else (time, batch, {v})"),
+    ("MultiheadAttention", "MultiheadAttention expects (batch, seq, {v}) with batch_first: true"),
+    ("TransformerEncoderLayer", "TransformerEncoderLayer expects (batch, seq, {v}) with batch_first: true"),
+    ("Pool", "{op} expects (N, C, spatial...) with each spatial size at least the kernel"),
+    ("matmul", "matmul expects (..., n, k) and (..., k, m)"),
+    ("cat", "cat expects the same shape on every dim but the one it joins"),
+    ("stack", "stack expects equal shapes"),
+    ("reshape", "reshape expects the same number of elements"),
+]
+
+
 def _expects(node: GNode, args: dict) -> str:
     op = node.op
-    if op.infer is not None:
-        return f"{op.name} expects its input's dim {op.infer.dim} to be {op.infer.arg}={args.get(op.infer.arg)}"
-    if op.name == "matmul":
-        return "matmul expects (..., n, k) @ (..., k, m)"
-    if op.name in ("add", "sub", "mul", "div", "maximum", "minimum"):
-        return f"{op.name} expects shapes that broadcast: equal dims, or 1"
-    return f"see `specc ops` for what {op.name} expects"
+    v = args.get(op.infer.arg) if op.infer else None
+    for key, text in _FAMILY:
+        if key in op.name:
+            return text.format(op=op.name, v=v)
+    if op.name in ("add", "sub", "mul", "div", "pow", "maximum", "minimum"):
+        return f"{op.name} expects shapes that broadcast: equal sizes, or 1, aligned from the right"
+    return f"see `specc ops` for what {op.name} takes"
 
 
 def _first_line(e: BaseException) -> str:
