@@ -54,7 +54,9 @@ def check(tree: Node) -> Spec:
             c.error(node.loc, f"'{section}' must be a mapping", f"see DESIGN §{3 if section == 'train' else 4}")
     _recursion(blocks, c)
     c.raise_if_any()
-    return Spec(name, params, inputs, blocks, layers, outputs, tree.get("train"), tree.get("export"), tree)
+    pnode = tree.get("params")
+    param_locs = {k: v.loc for k, v in pnode.value.items()} if pnode is not None and pnode.is_map else {}
+    return Spec(name, params, inputs, blocks, layers, outputs, tree.get("train"), tree.get("export"), tree, param_locs)
 
 
 _REQUIRED_HINTS = {

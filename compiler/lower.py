@@ -72,7 +72,7 @@ def lower(typed: TypedGraph, root: nn.Module | None = None) -> fx.GraphModule:
 
     for node in graph.nodes:
         xs = [get(v) for v in node.inputs]
-        fx_node = _emit(g, node, xs, typed)
+        fx_node = _emit(g, node, xs, typed, values)
         fx_node.meta["specc_path"] = node.path
         fx_node.meta["specc_loc"] = str(node.loc)
         values[node.path] = fx_node
@@ -84,7 +84,7 @@ def lower(typed: TypedGraph, root: nn.Module | None = None) -> fx.GraphModule:
     return gm
 
 
-def _emit(g: fx.Graph, node: GNode, xs: list[fx.Node], typed: TypedGraph) -> fx.Node:
+def _emit(g: fx.Graph, node: GNode, xs: list[fx.Node], typed: TypedGraph, values: dict) -> fx.Node:
     name = _UNSAFE.sub("_", node.path)
     op = node.op
     if op.kind == "module":
@@ -93,7 +93,7 @@ def _emit(g: fx.Graph, node: GNode, xs: list[fx.Node], typed: TypedGraph) -> fx.
         return g.create_node("call_module", node.path, tuple(xs), name=name)
     kwargs: dict[str, Any] = dict(node.args)
     if op.name == "reshape":
-        kwargs["shape"] = _reshape_dims(g, node, xs[0], typed)
+        kwargs["shape"] = _reshape_dims(g, node, xs[0], typed, values)
     if "other" in kwargs:
         return g.create_node("call_function", op.target, (xs[0], kwargs.pop("other")), kwargs, name=name)
     if op.name in ("cat", "stack"):
@@ -101,13 +101,17 @@ def _emit(g: fx.Graph, node: GNode, xs: list[fx.Node], typed: TypedGraph) -> fx.
     return g.create_node("call_function", op.target, tuple(xs), kwargs, name=name)
 
 
-def _reshape_dims(g: fx.Graph, node: GNode, x: fx.Node, typed: TypedGraph) -> list:
-    """Symbolic names in a reshape become `x.size(i)` of the input dim that carries them."""
-    in_shape = typed.shape_of(node.inputs[0])
+def _reshape_dims(g: fx.Graph, node: GNode, x: fx.Node, typed: TypedGraph, values: dict) -> list:
+    """A symbolic name in a reshape becomes `.size(i)` of the reshaped tensor if it carries the
+    dim, else of the graph input that declares it."""
+    in_shape = list(typed.shape_of(node.inputs[0]))
     dims: list[Any] = []
     for d in node.args["shape"]:
-        if isinstance(d, str):
-            dims.append(g.call_method("size", (x, list(in_shape).index(d))))  # shapes checked it is there
-        else:
+        if not isinstance(d, str):
             dims.append(d)
+        elif d in in_shape:
+            dims.append(g.call_method("size", (x, in_shape.index(d))))
+        else:  # shapes checked that some input declares it
+            name, inp = next((n, i) for n, i in typed.graph.inputs.items() if d in i.shape)
+            dims.append(g.call_method("size", (values[name], list(inp.shape).index(d))))
     return dims

@@ -46,11 +46,18 @@ def read_tree(source: str | os.PathLike | Mapping | Node) -> Node:
         return load_file(source)
     if isinstance(source, str):
         looks_like_text = "\n" in source or (":" in source and not source.endswith((".yaml", ".yml")))
-        if looks_like_text and not Path(source).is_file():
+        if looks_like_text and not _is_file(source):
             return parse_text(source, "<string>")
         return load_file(source)
     raise SpecError.at(Loc("<spec>", 1, 1), f"cannot read a spec from {type(source).__name__}",
                        "pass a path, YAML text or a dict")
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return len(text) < 4096 and "\0" not in text and Path(text).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def load(source: Any, params: Overrides = None) -> Spec:

@@ -106,6 +106,14 @@ class _Resolver:
         if unique:
             raise SpecError(unique)
 
+    def origin(self, node: Node) -> str:
+        """Where a `$param` value was written, when that was a --set override."""
+        name = node.value[1:] if isinstance(node.value, str) and node.value.startswith("$") else None
+        loc = self.spec.param_locs.get(name) if name else None
+        if loc is not None and loc.file == "--set":
+            return f"the value of '{name}' comes from --set {loc.src.text if loc.src else name}"
+        return ""
+
     # --- refs -------------------------------------------------------------------------------
 
     def ref(self, ref: Ref, env: Env, whole_ok: bool = False) -> Val | list[Val] | None:
@@ -174,7 +182,8 @@ class _Resolver:
             self.c.extend(e)
             return None
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            self.c.error(decl.repeat.loc, f"repeat must be a positive integer, got {n!r}", "write repeat: 4")
+            self.c.error(decl.repeat.loc, f"repeat must be a positive integer, got {n!r}",
+                         self.origin(decl.repeat) or "write repeat: 4")
             return None
         if n + len(self.nodes) > MAX_NODES:
             self.c.error(decl.repeat.loc, f"repeat: {n} would make more than {MAX_NODES} nodes",
@@ -195,7 +204,8 @@ class _Resolver:
             arg = op.args[k]
             if not conforms(value, arg.type):
                 self.c.error(node.loc, f"argument '{k}' of {op.name} must be {describe(arg.type) or 'a plain value'}, "
-                             f"got {yaml_name(value)} {_short(value)}", f"see `specc ops` for {op.name}'s arguments")
+                             f"got {yaml_name(value)} {_short(value)}",
+                             self.origin(node) or f"see `specc ops` for {op.name}'s arguments")
                 ok = False
                 continue
             out[k] = value

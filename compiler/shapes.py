@@ -220,11 +220,10 @@ def _run(node: GNode, args: dict, xa: list, xb: list, s: _Sampler) -> tuple[Any,
     op = node.op
     module = None
     if op.name == "reshape":
-        carried = _render(xa[0], xb[0], s)
         for d in args["shape"]:
-            if isinstance(d, str) and d not in carried:
-                raise _ShapeError(f"reshape '{node.path}' names dim '{d}', which its input "
-                                  f"{fmt_shape(carried)} does not carry", "name a symbolic dim of the input, or use -1")
+            if isinstance(d, str) and d not in s.a:
+                raise _ShapeError(f"reshape '{node.path}' names dim '{d}', which no input declares",
+                                  f"symbolic dims: {', '.join(s.a) or 'none'}; or use -1")
     if op.kind == "module":
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
         try:
@@ -236,8 +235,11 @@ def _run(node: GNode, args: dict, xa: list, xb: list, s: _Sampler) -> tuple[Any,
     else:
         target = op.target
     try:
-        a = _call(node, target, args, xa, s.a)
-        b = _call(node, target, args, xb, s.b)
+        if op.name in _RNNS and module is not None:  # meta RNNs loop over time: compute their shapes instead
+            a, b = _rnn_shape(module, xa[0]), _rnn_shape(module, xb[0])
+        else:
+            a = _call(node, target, args, xa, s.a)
+            b = _call(node, target, args, xb, s.b)
     except Exception as e:
         raise _ShapeError(f"{_desc(node)} cannot take input {_shapes_str(xa, xb, s)}: {s.unsample(_first_line(e))}",
                           _expects(node, args)) from None
@@ -264,6 +266,29 @@ _FAMILY = [
     ("stack", "stack expects equal shapes"),
     ("reshape", "reshape expects the same number of elements"),
 ]
+
+
+_RNNS = ("GRU", "LSTM", "RNN")
+
+
+def _rnn_shape(m: Any, x: torch.Tensor) -> Any:
+    """(output, h_n) of nn.GRU/RNN, or (output, (h_n, c_n)) of nn.LSTM, as meta tensors."""
+    if x.dim() not in (2, 3) or x.shape[-1] != m.input_size:
+        raise ValueError(f"expected input of 2 or 3 dims ending in input_size={m.input_size}")
+    d = 2 if m.bidirectional else 1
+    proj = getattr(m, "proj_size", 0) or m.hidden_size
+    batched = x.dim() == 3
+    if batched:
+        b, t = (x.shape[0], x.shape[1]) if m.batch_first else (x.shape[1], x.shape[0])
+        out = (b, t, d * proj) if m.batch_first else (t, b, d * proj)
+        h = (d * m.num_layers, b, proj)
+        c = (d * m.num_layers, b, m.hidden_size)
+    else:
+        out, h, c = (x.shape[0], d * proj), (d * m.num_layers, proj), (d * m.num_layers, m.hidden_size)
+    meta = lambda shape: torch.empty(*shape, dtype=x.dtype, device="meta")  # noqa: E731
+    if isinstance(m, torch.nn.LSTM):
+        return meta(out), (meta(h), meta(c))
+    return meta(out), meta(h)
 
 
 def _expects(node: GNode, args: dict) -> str:

@@ -119,6 +119,8 @@ def load_file(path: str | Path) -> Node:
     """Read and parse a spec file; unreadable files are `SpecError`s naming the file."""
     p = Path(path)
     shown = str(path)
+    if "\0" in shown:
+        raise SpecError.at(Loc(shown.replace("\0", "\\0"), 1, 1), "spec path contains a NUL byte", "check the path")
     try:
         if not p.is_file():
             what = "is a directory" if p.is_dir() else "does not exist" if not p.exists() else "is not a regular file"

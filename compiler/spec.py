@@ -83,6 +83,7 @@ class Spec:
     train: Node | None
     export: Node | None
     tree: Node = field(repr=False)  # the located tree with overrides applied
+    param_locs: dict[str, Loc] = field(default_factory=dict, repr=False)  # where each param's value was written
 
     def resolved(self) -> dict:
         """The spec as plain data, with params evaluated and overrides applied: `spec.yaml`."""

@@ -19,7 +19,7 @@ from .runs import RUNS, SPEC, is_run, state_bytes, write_build
 
 def load(source: Any, params: Overrides = None) -> Spec:
     """Read and check a spec (a path, YAML text, a dict, or a run folder)."""
-    if isinstance(source, (str, os.PathLike)) and is_run(Path(source)):
+    if isinstance(source, (str, os.PathLike)) and is_run(source):
         source = Path(source) / SPEC
     return compiler.load(source, params)
 

@@ -22,8 +22,13 @@ def latest_run(root: Path = RUNS) -> Path:
     return max(candidates, key=lambda p: p.stat().st_mtime_ns).parent
 
 
-def is_run(path: Path) -> bool:
-    return path.is_dir() and (path / SPEC).is_file()
+def is_run(path: str | os.PathLike) -> bool:
+    if isinstance(path, str) and ("\n" in path or len(path) > 4096):
+        return False  # YAML text, not a path
+    try:
+        return Path(path).is_dir() and (Path(path) / SPEC).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def target_path(target: str | os.PathLike | None) -> Path:
