@@ -286,6 +286,8 @@ def _layers(node: Node, inputs: tuple[str, ...], blocks: dict[str, BlockDecl], c
     for e in entries:
         if e is not None and e.get("name") is not None:
             n = e["name"]
+            if not isinstance(n.value, str):
+                continue  # reported by _node
             if n.value in taken and _ident(n, "node", c):
                 first = "an input" if n.value in inputs else "an earlier node"
                 c.error(n.loc, f"node name '{n.value}' is already used by {first}", "give each node its own name")

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from compiler.errors import SpecError
 
@@ -23,7 +24,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_column("output shape", no_wrap=True)
     table.add_column("params", justify="right")
     for row in summary["nodes"]:
-        table.add_row(row["name"], row["op"], row["shape"], f"{row['parameters']:,}" if row["parameters"] else "-")
+        table.add_row(Text(row["name"]), Text(row["op"]), Text(row["shape"]),
+                      f"{row['parameters']:,}" if row["parameters"] else "-")
     table.caption = (f"total {summary['parameters']:,} parameters ({summary['trainable_parameters']:,} trainable), "
                      f"{summary['size']}")
     table.caption_justify = "left"
@@ -37,7 +39,7 @@ def ops_table(rows: list[dict[str, Any]]) -> Table:
     table.add_column("in", justify="right")
     table.add_column("arguments")
     for r in rows:
-        table.add_row(r["name"], r["kind"], r["inputs"], r["arguments"])
+        table.add_row(r["name"], r["kind"], r["inputs"], Text(r["arguments"]))  # Text: '[int, int]' is not markup
     return table
 
 
