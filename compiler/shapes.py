@@ -120,29 +120,50 @@ def infer_shapes(graph: Graph) -> TypedGraph:
             c.error(inp.loc, f"input '{name}' cannot be created: {_first_line(e)}", "use smaller dims")
             continue
         info[name] = NodeInfo(tuple(inp.shape))
+    memo: dict[Any, tuple] = {}  # repeated blocks meet the same op, arguments and shapes many times
     for node in graph.nodes:
         xa = [_get(env_a, v) for v in node.inputs]
         xb = [_get(env_b, v) for v in node.inputs]
         if any(x is None for x in xa):
             continue  # an input failed; its error is already reported
-        try:
-            args = _infer_arg(node, xa, xb, sampler)
-            outs = _run(node, args, xa, xb, sampler)
-        except _ShapeError as e:
-            c.error(node.loc, e.message, e.hint)
-            continue
-        a, b, module = outs
+        key = _memo_key(node, xa, xb)
+        if key is not None and key in memo:
+            a, b, shape, nparams, ntrain, nbytes, args = memo[key]
+        else:
+            try:
+                args = _infer_arg(node, xa, xb, sampler)
+                a, b, module = _run(node, args, xa, xb, sampler)
+            except _ShapeError as e:
+                c.error(node.loc, e.message, e.hint)
+                continue
+            nparams = ntrain = nbytes = 0
+            if module is not None:
+                for p in module.parameters():
+                    nparams += p.numel()
+                    ntrain += p.numel() if p.requires_grad else 0
+                    nbytes += p.numel() * p.element_size()
+                nbytes += sum(b_.numel() * b_.element_size() for b_ in module.buffers())
+            shape = _render(a, b, sampler)
+            if key is not None:
+                memo[key] = (a, b, shape, nparams, ntrain, nbytes, args)
         env_a[node.path], env_b[node.path] = a, b
-        nparams = ntrain = nbytes = 0
-        if module is not None:
-            for p in module.parameters():
-                nparams += p.numel()
-                ntrain += p.numel() if p.requires_grad else 0
-                nbytes += p.numel() * p.element_size()
-            nbytes += sum(b_.numel() * b_.element_size() for b_ in module.buffers())
-        info[node.path] = NodeInfo(_render(a, b, sampler), nparams, ntrain, nbytes, args)
+        info[node.path] = NodeInfo(shape, nparams, ntrain, nbytes, dict(args))
     c.raise_if_any()
     return TypedGraph(graph, info, symbols)
+
+
+def _sig(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return (tuple(x.shape), x.dtype)
+    return tuple(_sig(y) for y in x) if isinstance(x, (tuple, list)) else type(x).__name__
+
+
+def _memo_key(node: GNode, xa: list, xb: list) -> Any:
+    try:
+        args = repr(sorted(node.args.items()))
+    except TypeError:
+        return None
+    return (node.op.name, args, _sig(xa), _sig(xb))
 
 
 def _get(env: dict, v: Val) -> Any:

@@ -1,0 +1,32 @@
+# The two set-up commands of the README. Both create .venv, install torch 2.13.0 (CPU) unless the
+# venv can already import a torch, then install specc with its dev extra.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/specc build specs/transformer_encoder.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/build_time.py
+	$(BIN)/python bench/cli_startup.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis
