@@ -114,6 +114,6 @@ def did_you_mean(word: str, choices: Iterable[str], what: str = "") -> str:
         close = [c for c in choices if c.lower() == str(word).lower()][:1]
     if close:
         return f"did you mean '{close[0]}'?"
-    if choices and len(choices) <= 12:
+    if choices and len(choices) <= 20:
         return f"{'known ' + what + 's' if what else 'choices'}: {', '.join(choices)}"
     return ""

@@ -1,6 +1,7 @@
 """The public Python API; the CLI is a thin layer over these functions."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 import yaml
 
 import compiler
+from compiler.errors import SpecError, file_loc
 from compiler.pipeline import Compiled, Overrides, compile_spec
 from compiler.spec import Spec
 
@@ -18,10 +20,24 @@ from .runs import RUNS, SPEC, is_run, state_bytes, write_build
 
 
 def load(source: Any, params: Overrides = None) -> Spec:
-    """Read and check a spec (a path, YAML text, a dict, or a run folder)."""
+    """Read and check a spec (a path, YAML text, a dict, a run folder, or a loaded Spec)."""
+    if isinstance(source, Spec):
+        if params:
+            raise TypeError("overrides apply to a spec source, not to a loaded Spec")
+        return source
     if isinstance(source, (str, os.PathLike)) and is_run(source):
         source = Path(source) / SPEC
     return compiler.load(source, params)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SpecError.at(file_loc(str(path)), f"cannot read {Path(path).name}: {e}", "rebuild the run") from None
+    if not isinstance(data, dict):
+        raise SpecError.at(file_loc(str(path)), f"{Path(path).name} is not a JSON object", "rebuild the run")
+    return data
 
 
 def seed_of(spec: Spec) -> int:
@@ -51,16 +67,36 @@ class BuildResult:
 
 
 def resolved_yaml(spec: Spec, origin: str) -> str:
+    """spec.yaml of a run: params evaluated, overrides applied, data paths made absolute (the run
+    folder is not where the spec was)."""
+    data = spec.resolved()
+    source = (data.get("train") or {}).get("data") if isinstance(data.get("train"), dict) else None
+    if isinstance(source, dict):
+        for key in ("csv", "npz"):
+            if isinstance(source.get(key), str) and not Path(source[key]).is_absolute():
+                from .trainspec import spec_dir
+                source[key] = str(spec_dir(spec) / source[key])
     header = f"# resolved by specc {__version__} from {origin}; params and overrides applied\n"
-    return header + yaml.safe_dump(spec.resolved(), sort_keys=False, allow_unicode=True, width=100)
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
 def build_run(source: Any, params: Overrides = None, out: str | os.PathLike | None = None,
-              force: bool = False) -> BuildResult:
+              force: bool = False, origin: str | None = None) -> BuildResult:
     """`specc build`: compile, then write the run folder (spec.yaml, summary.json, model.safetensors)."""
     compiled = compile(source, params)
     run_dir = Path(out) if out is not None else RUNS / compiled.spec.name
-    origin = str(source) if isinstance(source, (str, os.PathLike)) and "\n" not in str(source) else "<text>"
+    if origin is None:
+        origin = str(source) if isinstance(source, (str, os.PathLike)) and "\n" not in str(source) else "<text>"
     summary = dict(compiled.summary, specc_version=__version__, source=origin)
     write_build(run_dir, resolved_yaml(compiled.spec, origin), summary, state_bytes(compiled.module), force)
     return BuildResult(compiled, run_dir)
+
+
+def train(target: Any = None, params: Overrides = None, **options: Any) -> Any:
+    """Train a spec or a run folder with the shared loop (DESIGN §3); returns a `TrainResult`.
+
+    >>> result = specc.train("specs/mlp2_zigzag.yaml", epochs=5)
+    >>> result.final["val_loss"]
+    """
+    from .trainer import train as _train
+    return _train(target, params, **options)

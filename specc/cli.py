@@ -86,6 +86,42 @@ def build(
     _guard(run)
 
 
+@app.command(epilog="Examples: specc train specs/mlp2_zigzag.yaml   specc train --resume   specc train RUN --nproc 2")
+def train(
+    target: Annotated[Optional[str], typer.Argument(help="A spec file or a run folder (default: the latest run).")] = None,
+    set_: SetOpt = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Train this many epochs in all.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start a trained run over.")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", help="DDP processes on this machine, through torchrun.")] = 1,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to RUN/tensorboard.")] = False,
+) -> None:
+    """Train a spec with the shared loop: checkpoints every epoch, exact --resume, DDP with --nproc."""
+
+    def run() -> int:
+        from .distributed import WorkersFailed, check_nproc
+        from .loop import TrainingDiverged
+        from .trainer import train as train_run
+        check_nproc(nproc)
+        try:
+            result = train_run(target, set_, epochs=epochs, device=device, resume=resume, force=force, nproc=nproc,
+                               tensorboard=tensorboard)
+        except TrainingDiverged as e:
+            print(f"error: training diverged: {e}", file=sys.stderr)
+            return 1
+        except WorkersFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1 if e.code == 1 else 2 if e.code == 2 else 1
+        if result.history:
+            print(f"trained {result.run_dir} for {result.epochs} epochs: " +
+                  ", ".join(f"{k} {v:.4g}" for k, v in result.final.items()
+                            if isinstance(v, float) and k not in ("seconds", "samples_per_s", "lr")))
+        return 0
+
+    _guard(run)
+
+
 @app.command()
 def ops(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

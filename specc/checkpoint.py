@@ -1,0 +1,149 @@
+"""Checkpoints without pickle: one safetensors file per checkpoint, written atomically.
+
+Tensors (weights, optimizer moments, RNG states) are safetensors entries; everything else
+(epoch, step, scheduler and scaler state, optimizer hyper-parameters, metric history) is JSON in
+the file's metadata. Nested state dicts are flattened: a tensor becomes {"$t": key}, a tuple
+{"$tuple": [...]}, a dict with non-string keys {"$dict": [[k, v], ...]}.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from compiler.errors import SpecError, file_loc
+
+from .fsutil import atomic_write_bytes
+
+FORMAT = "specc-checkpoint-1"
+_NAME = re.compile(r"epoch-(\d{6})\.safetensors$")
+
+
+def encode(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = f"{prefix}"
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"$t": key}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj):
+            return {k: encode(v, tensors, f"{prefix}.{k}") for k, v in obj.items()}
+        return {"$dict": [[k, encode(v, tensors, f"{prefix}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"$tuple": [encode(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [encode(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
+
+
+def decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"$t"}:
+            return tensors[obj["$t"]]
+        if set(obj) == {"$tuple"}:
+            return tuple(decode(v, tensors) for v in obj["$tuple"])
+        if set(obj) == {"$dict"}:
+            return {k: decode(v, tensors) for k, v in obj["$dict"]}
+        return {k: decode(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [decode(v, tensors) for v in obj]
+    return obj
+
+
+def to_bytes(state: dict[str, Any], model_hash: str) -> bytes:
+    tensors: dict[str, torch.Tensor] = {}
+    tree = encode(state, tensors, "s")
+    meta = {"format": FORMAT, "model_hash": model_hash, "state": json.dumps(tree, allow_nan=True)}
+    return st_save(tensors, metadata=meta)
+
+
+def from_bytes(data: bytes, where: str, model_hash: str | None) -> dict[str, Any]:
+    """Parse and validate a checkpoint; every problem is a `SpecError` naming the file."""
+    try:
+        tensors = st_load(data)
+        meta = _metadata(data)
+    except (SafetensorError, ValueError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpecError.at(file_loc(where), f"not a readable checkpoint: {_short(e)}",
+                           "the file is damaged or not a specc checkpoint; delete it to fall back to the previous one") from None
+    if meta.get("format") != FORMAT:
+        raise SpecError.at(file_loc(where), "not a specc checkpoint", f"expected format {FORMAT}")
+    if model_hash is not None and meta.get("model_hash") != model_hash:
+        raise SpecError.at(file_loc(where), "checkpoint belongs to another spec (its model differs from this run's)",
+                           "resume the run it came from, or train this spec from the start")
+    try:
+        return decode(json.loads(meta["state"]), tensors)
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        raise SpecError.at(file_loc(where), f"checkpoint state is damaged: {_short(e)}", "delete it") from None
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors header."""
+    if len(data) < 8:
+        raise ValueError("file is too short")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8 or n > 100 * 2**20:
+        raise ValueError("header length is out of range")
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("metadata is not a mapping")
+    return meta
+
+
+def _short(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+def path_for(folder: Path, epoch: int) -> Path:
+    return folder / f"epoch-{epoch:06d}.safetensors"
+
+
+def listing(folder: Path) -> list[tuple[int, Path]]:
+    """(epoch, path), oldest first; temp files of interrupted writes are not listed."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.fullmatch(p.name))]
+    return sorted(found)
+
+
+def write(folder: Path, epoch: int, state: dict[str, Any], model_hash: str, keep: int) -> Path:
+    """Write atomically (temp, fsync, rename), then drop all but the newest `keep`."""
+    path = path_for(folder, epoch)
+    atomic_write_bytes(path, to_bytes(state, model_hash))
+    for _, old in listing(folder)[:-keep]:
+        old.unlink(missing_ok=True)
+    for tmp in folder.glob(".epoch-*.tmp"):  # left by a process killed mid-write
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def latest(folder: Path, model_hash: str) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that reads cleanly. A damaged one cannot come from our atomic writes,
+    but if a disk corrupts one, the previous is used and the damaged one is reported."""
+    errors = []
+    for _, path in reversed(listing(folder)):
+        try:
+            return path, from_bytes(path.read_bytes(), str(path), model_hash)
+        except SpecError as e:
+            if "another spec" in e.diagnostics[0].message:
+                raise
+            errors.append(e)
+    if errors:
+        raise errors[0]
+    return None
+
+
+def is_finite_state(state: dict[str, torch.Tensor]) -> bool:
+    return all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def finite(x: float) -> bool:
+    return math.isfinite(x)
