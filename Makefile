@@ -19,6 +19,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/specc build specs/transformer_encoder.yaml
+	$(BIN)/specc train --force
 
 test: install
 	$(BIN)/python -m pytest
@@ -27,6 +28,8 @@ bench: install
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/build_time.py
 	$(BIN)/python bench/cli_startup.py
+	$(BIN)/python bench/train_loop.py
+	$(BIN)/python bench/ddp.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
