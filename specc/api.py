@@ -100,3 +100,13 @@ def train(target: Any = None, params: Overrides = None, **options: Any) -> Any:
     """
     from .trainer import train as _train
     return _train(target, params, **options)
+
+
+def export(target: Any = None, formats: Any = None, **options: Any) -> Any:
+    """Export a run to each format and check parity (DESIGN §4); returns a `ParityReport`.
+
+    >>> report = specc.export("runs/seed-transformer-encoder", formats=("onnx",))
+    >>> report.passed
+    """
+    from .exporting import export as _export
+    return _export(target, formats, **options)

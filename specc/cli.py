@@ -122,6 +122,52 @@ def train(
     _guard(run)
 
 
+@app.command(epilog="Examples: specc export --onnx   specc export runs/x --all --atol 1e-4   specc export --verify")
+def export(
+    target: Annotated[Optional[str], typer.Argument(help="A run folder or a spec file (default: the latest run).")] = None,
+    onnx: Annotated[bool, typer.Option("--onnx", help="ONNX, checked in onnxruntime.")] = False,
+    torchscript: Annotated[bool, typer.Option("--torchscript", help="TorchScript (deprecated in PyTorch 2.x).")] = False,
+    pt2: Annotated[bool, typer.Option("--pt2", help="torch.export program (.pt2).")] = False,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile against eager.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="All four formats.")] = False,
+    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default 18).")] = None,
+    atol: Annotated[Optional[float], typer.Option("--atol", help="Absolute tolerance (default 1e-5).")] = None,
+    rtol: Annotated[Optional[float], typer.Option("--rtol", help="Relative tolerance (default 1e-4).")] = None,
+    exporter: Annotated[Optional[str], typer.Option("--exporter", help="ONNX exporter: dynamo (default) or legacy.")] = None,
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Exit 0 even if parity fails.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Re-check the artifacts already in RUN/export.")] = False,
+) -> None:
+    """Export a run, reload every artifact, check parity at every size, write export/parity.{json,md}."""
+
+    def run() -> int:
+        from .exporting import export as export_run, print_report
+        from exporters.errors import ExportError
+        if exporter is not None and exporter not in ("dynamo", "legacy"):
+            from compiler.errors import file_loc
+            raise SpecError.at(file_loc("--exporter"), f"unknown exporter {exporter!r}", "dynamo or legacy")
+        chosen = [f for f, on in (("onnx", onnx), ("torchscript", torchscript), ("pt2", pt2), ("compile", compile_))
+                  if on or all_]
+        try:
+            rep = export_run(target, chosen or None, opset=opset, atol=atol, rtol=rtol, exporter=exporter,
+                             verify=verify)
+        except ExportError as e:
+            print(f"error: {e}\nhint: {e.hint}", file=sys.stderr)
+            return 2
+        print_report(rep)
+        where = "export/parity.json"
+        if not rep.passed:
+            print(f"error: parity failed (see {where}); pass --allow-mismatch to accept it", file=sys.stderr)
+            return 0 if allow_mismatch else 1
+        if rep.errors:
+            for e in rep.errors:
+                print(f"error: {e['format']}: {e['message']}\nhint: {e['hint']}", file=sys.stderr)
+            return 2
+        print(f"parity passed: {len(rep.checks)} checks within atol {rep.atol:g}, rtol {rep.rtol:g}")
+        return 0
+
+    _guard(run)
+
+
 @app.command()
 def ops(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

@@ -1,0 +1,53 @@
+"""What every exporter returns, and the atomic placement of an artifact on disk."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+
+@dataclass
+class Artifact:
+    format: str
+    path: Path | None  # None for torch.compile, which leaves no file
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    warnings: str = ""
+    method: str = ""  # script | trace, dynamo | legacy, ...
+
+    @property
+    def megabytes(self) -> float:
+        if self.path is None or not self.path.exists():
+            return 0.0
+        extra = self.path.with_name(self.path.name + ".data")
+        return (self.path.stat().st_size + (extra.stat().st_size if extra.exists() else 0)) / 1e6
+
+    def line(self) -> str:
+        where = str(self.path) if self.path is not None else "(in memory)"
+        return f"{self.format:<12} {self.seconds:6.2f}s  {where}  {self.megabytes:.2f} MB"
+
+
+@contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temp path beside `path`, renamed over it only when the block succeeds: a killed or failed
+    export never leaves a half-written file under the artifact's name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # the temp name keeps the real suffix last: torch.export.save insists on ".pt2"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.partial-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        data = tmp_path.with_name(tmp_path.name + ".data")
+        if data.exists():
+            os.replace(data, path.with_name(path.name + ".data"))
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        for leftover in (tmp_path, tmp_path.with_name(tmp_path.name + ".data")):
+            if leftover.exists():
+                leftover.unlink()
