@@ -20,6 +20,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/specc build specs/transformer_encoder.yaml
 	$(BIN)/specc train --force
+	$(BIN)/specc export
 
 test: install
 	$(BIN)/python -m pytest
@@ -30,6 +31,7 @@ bench: install
 	$(BIN)/python bench/cli_startup.py
 	$(BIN)/python bench/train_loop.py
 	$(BIN)/python bench/ddp.py
+	$(BIN)/python bench/export.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -123,23 +123,24 @@ def run_checks(module: torch.nn.Module, inputs: Mapping[str, InputDecl], output_
 
 
 def latency(inputs: Mapping[str, InputDecl], runners: Mapping[str, Runner], sizes_list: list[dict[str, int]],
-            rounds: int = 15) -> dict[str, dict[str, float]]:
-    """Median ms per call for each runner at each size, interleaved."""
+            rounds: int = 30) -> dict[str, dict[str, float]]:
+    """Median ms per call for each runner at each size. Each runner is timed in its own block:
+    torch's OpenMP threads keep spinning after an eager call and would slow an onnxruntime call
+    interleaved right after it."""
     out: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         for sizes in sizes_list:
             label = ",".join(f"{k}={v}" for k, v in sizes.items()) or "fixed"
             xs = make_inputs(inputs, sizes, 0)
-            times: dict[str, list[float]] = {k: [] for k in runners}
-            for run in runners.values():
-                run(xs)
-            for _ in range(rounds):
-                for k, run in runners.items():
+            for name, run in runners.items():
+                for _ in range(3):
+                    run(xs)
+                times = []
+                for _ in range(rounds):
                     t0 = time.perf_counter()
                     run(xs)
-                    times[k].append((time.perf_counter() - t0) * 1e3)
-            for k, ts in times.items():
-                out.setdefault(k, {})[label] = round(statistics.median(ts), 4)
+                    times.append((time.perf_counter() - t0) * 1e3)
+                out.setdefault(name, {})[label] = round(statistics.median(times), 4)
     return out
 
 

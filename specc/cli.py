@@ -142,9 +142,6 @@ def export(
     def run() -> int:
         from .exporting import export as export_run, print_report
         from exporters.errors import ExportError
-        if exporter is not None and exporter not in ("dynamo", "legacy"):
-            from compiler.errors import file_loc
-            raise SpecError.at(file_loc("--exporter"), f"unknown exporter {exporter!r}", "dynamo or legacy")
         chosen = [f for f, on in (("onnx", onnx), ("torchscript", torchscript), ("pt2", pt2), ("compile", compile_))
                   if on or all_]
         try:

@@ -185,7 +185,25 @@ def _divergence(rep: parity.ParityReport, module: Any, inputs: Any, cfg: ExportC
     if found is not None:
         found["format"] = failing.format
         found["sizes"] = failing.sizes
+        found.update(_source_location(found, export_dir.parent))
     return found
+
+
+def _source_location(found: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Point at the spec file the user edits, when the run was built from one that still resolves to
+    the same spec; the run's own spec.yaml location is kept as `run_location`."""
+    try:
+        source = api.read_json(run_dir / SUMMARY).get("source")
+        if not source or not Path(source).is_file():
+            return {}
+        original, run_spec = api.load(source), api.load(run_dir / SPEC)
+        if original.hash != run_spec.hash:
+            return {}
+        graph = compile_spec(original).typed.graph
+        node = graph.node(found["node"])
+    except (SpecError, KeyError, OSError):
+        return {}
+    return {"run_location": found["location"], "location": str(node.loc), "file": node.loc.file, "line": node.loc.line}
 
 
 def _write_reports(rep: parity.ParityReport, export_dir: Path, name: str, has_onnx: bool) -> None:

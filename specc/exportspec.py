@@ -25,6 +25,17 @@ class ExportConfig:
     seed: int = 0
 
     def override(self, **changes: Any) -> "ExportConfig":
+        """Command-line flags over the spec's section, each checked like the section's own values."""
+        from compiler.errors import file_loc
+        opset, exporter = changes.get("opset"), changes.get("exporter")
+        if opset is not None and not MIN_OPSET <= opset <= MAX_OPSET:
+            raise SpecError.at(file_loc("--opset"), f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, "
+                               f"got {opset}", "--opset 18")
+        for k in ("atol", "rtol"):
+            if changes.get(k) is not None and changes[k] < 0:
+                raise SpecError.at(file_loc(f"--{k}"), f"{k} must be ≥ 0, got {changes[k]}", f"--{k} 1e-5")
+        if exporter is not None and exporter not in EXPORTERS:
+            raise SpecError.at(file_loc("--exporter"), f"unknown exporter {exporter!r}", "dynamo or legacy")
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
