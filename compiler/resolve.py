@@ -45,11 +45,38 @@ class GNode:
 
 
 @dataclass
+class Item:
+    """One spec node inside a scope: an op (one graph node per copy) or a block (one scope per copy)."""
+
+    name: str
+    kind: str  # "op" | "block"
+    repeat: int  # 0: no repeat key
+    inputs: list[Val]
+    nodes: list[GNode] = field(default_factory=list)
+    scopes: list["Scope"] = field(default_factory=list)
+    output: Any = None  # Val, or a list of Vals for a multi-output block
+
+
+@dataclass
+class Scope:
+    """A body of nodes: the spec's top level, or one instance of a block. Eject and the graph
+    picture read the nesting from here; the flat `Graph.nodes` is what runs."""
+
+    block: str | None  # None: the top level
+    path: str
+    input_names: list[str]
+    inputs: list[Val]
+    items: list[Item] = field(default_factory=list)
+    outputs: list[Val] = field(default_factory=list)
+
+
+@dataclass
 class Graph:
     name: str
     inputs: dict[str, InputDecl]
     nodes: list[GNode]
     outputs: list[tuple[str, Val]]  # (output name, value)
+    root: Scope | None = None
 
     def node(self, path: str) -> GNode:
         return self._index[path]
@@ -62,7 +89,8 @@ def resolve(spec: Spec) -> Graph:
     """Inline blocks and unroll repeats; collect every error of the pass."""
     r = _Resolver(spec)
     env: Env = {name: Val(name) for name in spec.inputs}
-    env = r.layers(spec.layers, env, tuple(spec.inputs), spec.params, "")
+    root = Scope(None, "", list(spec.inputs), [Val(n) for n in spec.inputs])
+    env = r.layers(spec.layers, env, tuple(spec.inputs), spec.params, "", root)
     outputs: list[tuple[str, Val]] = []
     if not r.c.diagnostics:
         if spec.outputs:
@@ -74,7 +102,8 @@ def resolve(spec: Spec) -> Graph:
             v = r.ref(Ref(last, None, spec.layers[-1].loc), env, whole_ok=True)
             outputs.extend(_named(last, v, r))
     r.raise_if_any()
-    return Graph(spec.name, dict(spec.inputs), r.nodes, outputs)
+    root.outputs = [v for _, v in outputs]
+    return Graph(spec.name, dict(spec.inputs), r.nodes, outputs, root)
 
 
 def _named(name: str, v: Any, r: "_Resolver") -> list[tuple[str, Val]]:
@@ -152,7 +181,7 @@ class _Resolver:
     # --- layers -----------------------------------------------------------------------------
 
     def layers(self, decls: tuple[NodeDecl, ...], env: Env, inputs: tuple[str, ...], scope: dict[str, Any],
-               prefix: str) -> Env:
+               prefix: str, into: Scope) -> Env:
         env = dict(env)
         prev = inputs[0] if inputs else None
         for decl in decls:
@@ -167,10 +196,14 @@ class _Resolver:
                 env[decl.name] = None
                 continue
             path = prefix + decl.name
+            item = Item(decl.name, "op" if decl.op is not None else "block", repeat, list(vals))
             if decl.op is not None:
-                env[decl.name] = self.op_node(decl, vals, scope, path, repeat)
+                env[decl.name] = self.op_node(decl, vals, scope, path, repeat, item)
             else:
-                env[decl.name] = self.block_node(decl, vals, scope, path, repeat)
+                env[decl.name] = self.block_node(decl, vals, scope, path, repeat, item)
+            item.output = env[decl.name]
+            if item.output is not None:
+                into.items.append(item)
         return env
 
     def repeat(self, decl: NodeDecl, scope: dict) -> int | None:
@@ -211,7 +244,7 @@ class _Resolver:
             out[k] = value
         return out if ok else None
 
-    def op_node(self, decl: NodeDecl, vals: list[Val], scope: dict, path: str, repeat: int) -> Val | None:
+    def op_node(self, decl: NodeDecl, vals: list[Val], scope: dict, path: str, repeat: int, item: Item) -> Val | None:
         op = self.ops[decl.op]
         args = self.args(decl, op, scope)
         if args is None:
@@ -230,6 +263,7 @@ class _Resolver:
             node = GNode(p, op, dict(args), list(cur), decl.loc, arg_locs, p)
             self.nodes.append(node)
             self.by_path[p] = node
+            item.nodes.append(node)
             cur = [Val(p)]
         return cur[0]
 
@@ -240,7 +274,8 @@ class _Resolver:
             return True
         return False
 
-    def block_node(self, decl: NodeDecl, vals: list[Val], scope: dict, path: str, repeat: int) -> Val | list | None:
+    def block_node(self, decl: NodeDecl, vals: list[Val], scope: dict, path: str, repeat: int,
+                   item: Item) -> Val | list | None:
         block = self.spec.blocks[decl.block]
         bscope = self.block_scope(block, decl, scope)
         if bscope is None:
@@ -256,7 +291,8 @@ class _Resolver:
             if len(self.nodes) > MAX_NODES:
                 self.total_guard(decl, 1)
                 return None
-            env = self.layers(block.layers, dict(zip(block.inputs, cur)), block.inputs, bscope, p + ".")
+            sub = Scope(block.name, p, list(block.inputs), list(cur))
+            env = self.layers(block.layers, dict(zip(block.inputs, cur)), block.inputs, bscope, p + ".", sub)
             if block.outputs:
                 outs = [self.ref(r, env) for r in block.outputs]
             else:
@@ -264,6 +300,8 @@ class _Resolver:
                 outs = [self.ref(Ref(last.name, None, last.loc), env)]
             if any(o is None for o in outs):
                 return None
+            sub.outputs = list(outs)  # type: ignore[arg-type]
+            item.scopes.append(sub)
             cur = outs  # type: ignore[assignment]
         return cur[0] if len(cur) == 1 else cur
 

@@ -64,6 +64,7 @@ def build(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder to write (default: runs/<name>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start a trained run over.")] = False,
     emit_python: Annotated[Optional[Path], typer.Option("--emit-python", help="Also write standalone PyTorch source.")] = None,
+    graph: Annotated[Optional[Path], typer.Option("--graph", help="Also draw the graph: .svg/.png (Graphviz), .dot, .md (Mermaid).")] = None,
     code: Annotated[bool, typer.Option("--code", help="Print the generated forward().")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary table.")] = False,
 ) -> None:
@@ -81,6 +82,10 @@ def build(
             from .api import emit_python as emit
             emit(result.compiled, emit_python)
             print(f"wrote {emit_python}")
+        if graph is not None:
+            from .api import write_graph
+            write_graph(result.compiled, graph)
+            print(f"wrote {graph}")
         print(f"wrote {result.run_dir}/ (spec.yaml, summary.json, model.safetensors)")
 
     _guard(run)
@@ -161,6 +166,30 @@ def export(
             return 2
         print(f"parity passed: {len(rep.checks)} checks within atol {rep.atol:g}, rtol {rep.rtol:g}")
         return 0
+
+    _guard(run)
+
+
+@app.command(epilog="Example: specc diff specs/transformer_encoder.yaml runs/seed-transformer-encoder --set-b depth=6")
+def diff(
+    a: Annotated[str, typer.Argument(help="Spec file or run folder A (a run's weights are what would be loaded).")],
+    b: Annotated[str, typer.Argument(help="Spec file or run folder B.")],
+    set_a: Annotated[Optional[list[str]], typer.Option("--set-a", help="Override for A.")] = None,
+    set_b: Annotated[Optional[list[str]], typer.Option("--set-b", help="Override for B.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    all_nodes: Annotated[bool, typer.Option("--all", help="List unchanged nodes and loading tensors too.")] = False,
+) -> None:
+    """Compare two specs or runs: node, shape and parameter changes, and checkpoint compatibility."""
+
+    def run() -> None:
+        from .api import diff as diff_specs
+        result = diff_specs(a, b, set_a, set_b)
+        if as_json:
+            print(json.dumps(result, indent=2))
+            return
+        from .render import console, diff_tables
+        for table in diff_tables(result, all_nodes):
+            console().print(table)
 
     _guard(run)
 

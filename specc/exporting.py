@@ -34,6 +34,7 @@ class ParityFailed(Exception):
 
 
 def _run_dir(target: Any) -> Path:
+    """The run to export: the target run, or the run of the target spec (built first if needed)."""
     path = target_path(target)
     if is_run(path):
         return path
@@ -41,6 +42,11 @@ def _run_dir(target: Any) -> Path:
     run_dir = RUNS / spec.name
     if not is_run(run_dir):
         api.build_run(spec, out=run_dir, origin=str(path))
+    elif api.load(run_dir / SPEC).hash != spec.hash:
+        if checkpoint.listing(run_dir / CHECKPOINTS):
+            raise SpecError.at(file_loc(str(run_dir)), f"{run_dir} was trained from a different version of {path}",
+                               f"export the run itself (specc export {run_dir}), or retrain it")
+        api.build_run(spec, out=run_dir, force=True, origin=str(path))
     return run_dir
 
 
@@ -50,7 +56,7 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     """Export a run (or a spec's run), check every artifact against the eager model, write the reports."""
     say = out or (lambda s: print(s, flush=True))
     run_dir = _run_dir(target)
-    spec = api.load(run_dir / SPEC)
+    spec = api.load_run(run_dir)
     cfg = parse_export(spec).override(opset=opset, atol=atol, rtol=rtol, exporter=exporter)
     chosen = tuple(formats) if formats else cfg.formats
     for f in chosen:
@@ -185,25 +191,7 @@ def _divergence(rep: parity.ParityReport, module: Any, inputs: Any, cfg: ExportC
     if found is not None:
         found["format"] = failing.format
         found["sizes"] = failing.sizes
-        found.update(_source_location(found, export_dir.parent))
     return found
-
-
-def _source_location(found: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Point at the spec file the user edits, when the run was built from one that still resolves to
-    the same spec; the run's own spec.yaml location is kept as `run_location`."""
-    try:
-        source = api.read_json(run_dir / SUMMARY).get("source")
-        if not source or not Path(source).is_file():
-            return {}
-        original, run_spec = api.load(source), api.load(run_dir / SPEC)
-        if original.hash != run_spec.hash:
-            return {}
-        graph = compile_spec(original).typed.graph
-        node = graph.node(found["node"])
-    except (SpecError, KeyError, OSError):
-        return {}
-    return {"run_location": found["location"], "location": str(node.loc), "file": node.loc.file, "line": node.loc.line}
 
 
 def _write_reports(rep: parity.ParityReport, export_dir: Path, name: str, has_onnx: bool) -> None:

@@ -53,3 +53,35 @@ def print_spec_error(err: SpecError) -> None:
     n = len(err.diagnostics)
     if n > 1:
         print(f"{n} errors", file=sys.stderr)
+
+
+def diff_tables(result: dict[str, Any], show_all: bool) -> list[Any]:
+    """Node changes, then checkpoint compatibility, then a one-line verdict."""
+    from rich.text import Text
+    nodes = Table(title=f"nodes: {result['a']['name']} -> {result['b']['name']}", title_justify="left",
+                  header_style="bold")
+    for col in ("node", "status", "op", "shape", "params"):
+        nodes.add_column(col)
+    style = {"changed": "yellow", "added": "green", "removed": "red", "same": "dim"}
+    for n in result["nodes"]:
+        if n["status"] == "same" and not show_all:
+            continue
+        x, y = n.get("a") or {}, n.get("b") or {}
+        cell = lambda k: Text(f"{x.get(k, '-')} -> {y.get(k, '-')}" if x.get(k) != y.get(k) else str(x.get(k)))  # noqa: E731
+        nodes.add_row(Text(n["node"]), Text(n["status"], style=style[n["status"]]), cell("op"), cell("shape"),
+                      cell("parameters"))
+    tensors = Table(title=f"A's weights ({result['a']['weights']}) loaded into B", title_justify="left",
+                    header_style="bold")
+    for col in ("tensor", "status", "A shape", "B shape"):
+        tensors.add_column(col)
+    tstyle = {"loads": "green", "skipped": "yellow", "mismatch": "red", "missing": "yellow"}
+    for t in result["tensors"]:
+        if t["status"] == "loads" and not show_all:
+            continue
+        tensors.add_row(Text(t["tensor"]), Text(t["status"], style=tstyle[t["status"]]), Text(str(t.get("a", "-"))),
+                        Text(str(t.get("b", "-"))))
+    nc, tc, p = result["node_counts"], result["tensor_counts"], result["parameters"]
+    verdict = Text(f"nodes: {nc['same']} same, {nc['changed']} changed, {nc['added']} added, {nc['removed']} removed; "
+                   f"parameters {p['a']:,} -> {p['b']:,}; tensors: {tc['loads']} load, {tc['skipped']} skipped, "
+                   f"{tc['mismatch']} mismatch, {tc['missing']} missing in A")
+    return [nodes, tensors, verdict]

@@ -56,7 +56,7 @@ def prepare_run(target: Any, params: Any, resume: bool, force: bool) -> tuple[Pa
     path = target_path(target)
     if is_run(path):
         run_dir = path
-        spec = api.load(run_dir / SPEC, params)
+        spec = api.load_run(run_dir) if not params else api.load(run_dir / SPEC, params)
     else:
         spec = api.load(path, params)
         run_dir = RUNS / spec.name
