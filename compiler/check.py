@@ -459,7 +459,10 @@ def _from(node: Node | None, defined: list[str], later: set[str], c: Collector) 
 def parse_ref(item: Node, c: Collector) -> Ref | None:
     m = REF.fullmatch(item.value) if isinstance(item.value, str) else None
     if not m:
-        c.error(item.loc, f"invalid ref {item.plain()!r}", "a ref is a node or input name, or name.K for element K")
+        hint = "a ref is a node or input name, or name.K for element K"
+        if isinstance(item.value, str) and not item.value.isascii():
+            hint = "names are ASCII; a look-alike letter (such as a Cyrillic 'х') may have slipped in"
+        c.error(item.loc, f"invalid ref {item.plain()!r}", hint)
         return None
     return Ref(m.group(1), None if m.group(2) is None else int(m.group(2)), item.loc)
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from .errors import WriteError
+
 
 @dataclass
 class Artifact:
@@ -34,19 +36,34 @@ class Artifact:
 def staged(path: Path) -> Iterator[Path]:
     """A temp path beside `path`, renamed over it only when the block succeeds: a killed or failed
     export never leaves a half-written file under the artifact's name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the temp name keeps the real suffix last: torch.export.save insists on ".pt2"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.partial-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.stem}.partial-*"):  # left by an export that was killed
+            stale.unlink(missing_ok=True)
+        # the temp name keeps the real suffix last: torch.export.save insists on ".pt2"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.partial-", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise WriteError(path, e.strerror or str(e)) from None
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        data = tmp_path.with_name(tmp_path.name + ".data")
-        if data.exists():
-            os.replace(data, path.with_name(path.name + ".data"))
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+        except OSError as e:  # the exporter's own write failed: disk full, file-size limit
+            raise WriteError(path, e.strerror or str(e)) from None
+        except RuntimeError as e:
+            if "File too large" in str(e) or "No space left" in str(e):
+                raise WriteError(path, str(e).splitlines()[0][:200]) from None
+            raise
+        try:
+            data = tmp_path.with_name(tmp_path.name + ".data")
+            if data.exists():
+                os.replace(data, path.with_name(path.name + ".data"))
+            with open(tmp_path, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp_path, path)
+        except OSError as e:
+            raise WriteError(path, e.strerror or str(e)) from None
     finally:
         for leftover in (tmp_path, tmp_path.with_name(tmp_path.name + ".data")):
             if leftover.exists():

@@ -62,17 +62,17 @@ class _Tee(io.StringIO):
 
 
 @contextlib.contextmanager
-def _stderr_fd(sink: list[str]) -> Iterator[None]:
-    """Native code and torch's log handlers write to file descriptor 2: catch that too."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+def _fd(fd: int, sink: list[str]) -> Iterator[None]:
+    """Native code and torch's log handlers write to the file descriptors: catch those too."""
+    (sys.stderr if fd == 2 else sys.__stdout__).flush()
+    saved = os.dup(fd)
     with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
+        os.dup2(tmp.fileno(), fd)
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
+            (sys.stderr if fd == 2 else sys.__stdout__).flush()
+            os.dup2(saved, fd)
             os.close(saved)
             tmp.seek(0)
             for line in tmp.read().decode(errors="replace").splitlines():
@@ -82,7 +82,7 @@ def _stderr_fd(sink: list[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def capture(on_step: Callable[[str], None] | None = None) -> Iterator[Captured]:
+def capture(on_step: Callable[[str], None] | None = None, stdout_fd: bool = False) -> Iterator[Captured]:
     cap = Captured()
     handler = _Handler(cap.warnings)
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "torch.fx")]
@@ -92,7 +92,12 @@ def capture(on_step: Callable[[str], None] | None = None) -> Iterator[Captured]:
         lg.propagate = False
     tee = _Tee(cap, on_step)
     try:
-        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(tee), _stderr_fd(cap.warnings):
+        with contextlib.ExitStack() as stack:
+            caught = stack.enter_context(warnings.catch_warnings(record=True))
+            stack.enter_context(contextlib.redirect_stdout(tee))
+            stack.enter_context(_fd(2, cap.warnings))
+            if stdout_fd:
+                stack.enter_context(_fd(1, cap.output))
             warnings.simplefilter("always")
             yield cap
     finally:

@@ -17,7 +17,7 @@ from compiler.spec import InputDecl
 
 from .artifact import Artifact, staged
 from .capture import capture
-from .errors import ExportError
+from .errors import ExportError, raise_if_io
 from .inputs import dynamic_axes, symbols, torch_dynamic_shapes
 
 EXTERNAL_DATA_BYTES = 1_500_000_000
@@ -42,24 +42,34 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], inputs: Mapping
                                                 output_names=output_names, opset_version=opset,
                                                 external_data=external)
                 except Exception as e:
+                    raise_if_io(e, path)
                     raise ExportError("onnx", f"the dynamo exporter failed: {_first(e)}",
                                       "try --exporter legacy, or check the op against `specc ops`") from None
-            warnings += cap.warnings
-            fixed = static_dims(onnx.load(str(tmp), load_external_data=False), inputs)
-            if fixed:
+            warnings += [w for w in cap.warnings if "operator set version" not in w and "version conver" not in w
+                         and "target version" not in w]
+            written = onnx.load(str(tmp), load_external_data=False)
+            fixed = static_dims(written, inputs)
+            got_opset = next((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), opset)
+            if got_opset != opset:
+                notes.append(f"the dynamo exporter cannot write opset {opset} (it wrote {got_opset}); "
+                             f"used the legacy exporter instead")
+                exporter = "legacy"
+            elif fixed:
                 notes.append(f"the dynamo exporter fixed dim(s) {', '.join(fixed)}; used the legacy exporter instead")
                 exporter = "legacy"
             else:
                 values = value_map(program, module)
         if exporter == "legacy":
-            with capture(on_step) as cap:
+            with capture(on_step, stdout_fd=True) as cap:
                 try:
                     torch.onnx.export(module, tuple(example), str(tmp), dynamo=False, input_names=list(inputs),
                                       output_names=output_names, opset_version=opset,
                                       dynamic_axes=dynamic_axes(inputs, output_shapes))
                 except Exception as e:
-                    raise ExportError("onnx", f"the legacy exporter failed: {_first(e)}",
-                                      "this op has no ONNX form at this opset; try a higher --opset") from None
+                    raise_if_io(e, path)
+                    raise ExportError("onnx", f"the legacy exporter failed: {_first(e)}{_node_of(e, module)}",
+                                      f"this op has no ONNX form at opset {opset}; try a higher --opset (18 and up "
+                                      "use the dynamo exporter)") from None
             warnings += cap.warnings
             fixed = static_dims(onnx.load(str(tmp), load_external_data=False), inputs)
             if fixed:
@@ -69,6 +79,7 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], inputs: Mapping
         try:
             onnx.checker.check_model(model, full_check=True)
         except Exception as e:
+            raise_if_io(e, path)
             raise ExportError("onnx", f"onnx.checker rejects the exported model: {_first(e)}",
                               "try --exporter legacy or another --opset") from None
         meta = dict(metadata, exporter=exporter, opset=str(opset), parity="pending")
@@ -79,6 +90,24 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], inputs: Mapping
     from .capture import Captured
     summary = Captured(warnings=warnings).summary()
     return Artifact("onnx", path, time.perf_counter() - start, notes, summary, exporter)
+
+
+def _node_of(e: BaseException, module: torch.fx.GraphModule) -> str:
+    """' (node NAME at FILE:LINE:COL)' when the error names an aten op that a spec node lowers to."""
+    import re
+    m = re.search(r"aten::(\w+)", str(e))
+    if not m:
+        return ""
+    from compiler.ops import snake
+    for node in module.graph.nodes:
+        path = node.meta.get("specc_path")
+        if not path:
+            continue
+        op = node.target if node.op != "call_module" else type(module.get_submodule(node.target)).__name__
+        name = snake(op) if isinstance(op, str) else getattr(op, "__name__", "")
+        if name == m.group(1):
+            return f" (node '{path}' at {node.meta.get('specc_loc')})"
+    return ""
 
 
 def _first(e: BaseException) -> str:

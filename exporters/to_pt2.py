@@ -12,7 +12,7 @@ from compiler.spec import InputDecl
 
 from .artifact import Artifact, staged
 from .capture import capture
-from .errors import ExportError
+from .errors import ExportError, raise_if_io
 from .inputs import torch_dynamic_shapes
 
 
@@ -23,6 +23,7 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], inputs: Mapping
         try:
             program = torch.export.export(module, tuple(example), dynamic_shapes=torch_dynamic_shapes(inputs))
         except Exception as e:
+            raise_if_io(e, path)
             text = str(e)
             m = re.search(r"Constraints violated \((\w+)\)", text)
             if m:

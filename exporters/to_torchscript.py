@@ -9,7 +9,7 @@ import torch
 
 from .artifact import Artifact, staged
 from .capture import capture
-from .errors import ExportError
+from .errors import ExportError, raise_if_io
 
 DEPRECATED = "TorchScript is deprecated in PyTorch 2.x; prefer pt2 or onnx for new deployments"
 
@@ -26,6 +26,7 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], path: Path) -> 
             try:
                 scripted = torch.jit.trace(module, tuple(example), check_trace=False)
             except Exception as e2:
+                raise_if_io(e2, path)
                 raise ExportError("torchscript", f"neither script nor trace worked: {str(e2).splitlines()[0][:200]}",
                                   "export pt2 or onnx instead") from None
             method = "trace"

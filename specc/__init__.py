@@ -9,13 +9,14 @@ fast and does not import torch.
 from compiler.errors import Diagnostic, SpecError
 
 __version__ = "0.1.0"
-__all__ = ["SpecError", "Diagnostic", "build", "load", "train", "export", "__version__"]
+__all__ = ["SpecError", "Diagnostic", "build", "load", "train", "export", "diff", "__version__"]
 
-_API = {"build", "load", "build_run", "train", "export"}
+_API = {"build", "load", "build_run", "train", "export", "diff", "api"}
 
 
 def __getattr__(name: str):
     if name in _API:
-        from . import api
-        return getattr(api, name)
+        import importlib
+        api = importlib.import_module("specc.api")
+        return api if name == "api" else getattr(api, name)
     raise AttributeError(f"module 'specc' has no attribute {name!r}")

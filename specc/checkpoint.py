@@ -8,8 +8,8 @@ the file's metadata. Nested state dicts are flattened: a tensor becomes {"$t": k
 from __future__ import annotations
 
 import json
-import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,19 +131,17 @@ def latest(folder: Path, model_hash: str) -> tuple[Path, dict[str, Any]] | None:
     errors = []
     for _, path in reversed(listing(folder)):
         try:
-            return path, from_bytes(path.read_bytes(), str(path), model_hash)
+            state = from_bytes(path.read_bytes(), str(path), model_hash)
         except SpecError as e:
             if "another spec" in e.diagnostics[0].message:
                 raise
             errors.append(e)
+            continue
+        for e in errors:  # newer ones that are damaged: say so, and go on from this one
+            print(f"warning: {e.diagnostics[0].file} is damaged ({e.diagnostics[0].message}); resuming from {path}",
+                  file=sys.stderr)
+        return path, state
     if errors:
         raise errors[0]
     return None
 
-
-def is_finite_state(state: dict[str, torch.Tensor]) -> bool:
-    return all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
-
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

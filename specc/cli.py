@@ -46,7 +46,12 @@ def _guard(fn: Callable[[], int | None]) -> None:
         raise typer.Exit(130)
     except typer.Exit:
         raise
-    except Exception:
+    except Exception as e:
+        from exporters.errors import WriteError
+        if isinstance(e, WriteError):
+            print(f"error: {e}\nhint: free some disk space (or raise the file-size limit) and run it again; "
+                  "files already there were left as they were", file=sys.stderr)
+            raise typer.Exit(1)
         if os.environ.get("SPECC_DEBUG") == "1":
             raise
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

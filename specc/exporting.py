@@ -88,7 +88,7 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
                                    export_dir, verify, say)
         except ExportError as e:
             errors.append(e)
-            say(f"{fmt:<12} failed: {e.message}")
+            say(f"{fmt:<12} failed (see below)")
             continue
         artifacts.append(art)
         runners[fmt] = runner

@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from exporters.errors import WriteError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -18,9 +20,15 @@ _MODE = 0o666 & ~_umask()  # what open() would give; mkstemp makes 0600
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temp file beside `path`, fsync it, then rename it over `path`. On any
+    failure (a full disk, a file-size limit) the temp file is removed, `path` keeps its old
+    content, and a `WriteError` says why."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise WriteError(path, e.strerror or str(e)) from None
     try:
         os.fchmod(fd, _MODE)
         with os.fdopen(fd, "wb") as f:
@@ -28,11 +36,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise WriteError(path, e.strerror or str(e)) from None
         raise
     _fsync_dir(path.parent)
 
