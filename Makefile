@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python bench/train_loop.py
 	$(BIN)/python bench/ddp.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/reliability.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -273,3 +273,38 @@ def test_ddp_two_processes_match_one_process_at_twice_the_batch(in_tmp):
     for x, y in zip(a, b):  # the same global batches, gradients averaged over 2 ranks: float noise only
         assert abs(float(x["loss"]) - float(y["loss"])) < 1e-3
         assert abs(float(x["val_loss"]) - float(y["val_loss"])) < 1e-3
+
+
+def test_progress_bar_in_a_terminal(in_tmp):
+    """In a terminal the trainer draws a rich progress bar with the loss and samples/s."""
+    import pty
+    master, slave = pty.openpty()
+    env = dict(os.environ, COLUMNS="120", TERM="xterm")
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "specc", "train", str(ROOT / "specs/mlp2_zigzag.yaml"),
+                             "--epochs", "2"], cwd=in_tmp, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=120) == 0
+    os.close(master)
+    out = b"".join(chunks).decode(errors="replace")
+    assert "epoch 2/2" in out and "samples/s" in out and "loss" in out
+    assert "[1/2]" not in out  # the line-per-epoch format is for pipes only
+
+
+def test_tensorboard_without_the_package_is_a_clean_error(in_tmp):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed here")
+    except ImportError:
+        pass
+    r = run_cli("train", ROOT / "specs/mlp2_zigzag.yaml", "--epochs", "1", "--tensorboard", cwd=in_tmp)
+    assert r.returncode == 2 and "needs the tensorboard package" in r.stderr and "pip install tensorboard" in r.stderr
