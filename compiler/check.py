@@ -109,6 +109,18 @@ def evaluate(node: Node, scope: dict[str, Any]) -> Any:
     return node.value
 
 
+_FAILED = object()
+
+
+def try_evaluate(node: Node, scope: dict[str, Any], c: Collector) -> Any:
+    """`evaluate`, with its error recorded in `c`; returns `_FAILED` when it failed."""
+    try:
+        return evaluate(node, scope)
+    except SpecError as e:
+        c.extend(e)
+        return _FAILED
+
+
 def _params(node: Node | None, c: Collector) -> dict[str, Any]:
     if node is None:
         return {}
@@ -167,10 +179,8 @@ def _inputs(node: Node | None, params: dict, c: Collector) -> dict[str, InputDec
 def _range(node: Node | None, params: dict, c: Collector) -> tuple[float, float] | None:
     if node is None:
         return None
-    try:
-        v = evaluate(node, params)
-    except SpecError as e:
-        c.extend(e)
+    v = try_evaluate(node, params, c)
+    if v is _FAILED:
         return None
     ok = isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
     if not ok or not v[0] < v[1]:

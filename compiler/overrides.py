@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping
 
-import yaml
-
 from .errors import Loc, Source, SpecError, did_you_mean
 from .source import Node, parse_text
 from .spec import TOP_KEYS
@@ -131,7 +129,3 @@ def _apply(tree: Node, key: str, value: Node, loc: Loc) -> None:
         else:
             raise SpecError.at(loc, f"--set {key}: {where} is a plain value, not a mapping",
                                f"set {where} itself")
-
-
-def dump_value(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

@@ -41,17 +41,18 @@ def _edges(typed: TypedGraph) -> Iterator[tuple[str, str, bool]]:
         yield _id(v.node), "out_" + _ID.sub("_", name), False
 
 
-def _walk(scope: Scope) -> Iterator[tuple[str, object]]:
-    """('open', scope) / ('node', path) / ('close', scope) in nesting order."""
+def _walk(scope: Scope, depth: int = 1) -> Iterator[tuple[str, object, str]]:
+    """('open', scope, pad) / ('node', path, pad) / ('close', scope, pad) in nesting order."""
+    pad = "  " * depth
     for item in scope.items:
         if item.kind == "op":
             for n in item.nodes:
-                yield "node", n.path
+                yield "node", n.path, pad
         else:
             for sub in item.scopes:
-                yield "open", sub
-                yield from _walk(sub)
-                yield "close", sub
+                yield "open", sub, pad
+                yield from _walk(sub, depth + 1)
+                yield "close", sub, pad
 
 
 def to_dot(typed: TypedGraph, title: str) -> str:
@@ -61,18 +62,13 @@ def to_dot(typed: TypedGraph, title: str) -> str:
              f'  label="{title}"; labelloc=t; fontname="Helvetica"; fontsize=14;']
     for name, inp in typed.graph.inputs.items():
         lines.append(f'  {_id(name)} [label="{name}\\ninput  {fmt_shape(inp.shape)}", shape=ellipse, fillcolor="#e3f2fd"];')
-    depth = 1
-    for kind, obj in _walk(typed.graph.root):
-        pad = "  " * depth
+    for kind, obj, pad in _walk(typed.graph.root):
         if kind == "open":
-            scope = obj
-            lines.append(f'{pad}subgraph cluster_{_ID.sub("_", scope.path)} {{')
-            lines.append(f'{pad}  label="{scope.path} ({scope.block})"; style="rounded,dashed"; color="#90a4ae"; '
+            lines.append(f'{pad}subgraph cluster_{_ID.sub("_", obj.path)} {{')
+            lines.append(f'{pad}  label="{obj.path} ({obj.block})"; style="rounded,dashed"; color="#90a4ae"; '
                          f'fontsize=10;')
-            depth += 1
         elif kind == "close":
-            depth -= 1
-            lines.append(f"{'  ' * depth}}}")
+            lines.append(f"{pad}}}")
         else:
             path, op, shape, params = _label(typed, obj)
             extra = f"\\n{params:,} params" if params else ""
@@ -92,15 +88,11 @@ def to_mermaid(typed: TypedGraph, title: str) -> str:
     lines = [f"# {title}", "", "```mermaid", "flowchart TD"]
     for name, inp in typed.graph.inputs.items():
         lines.append(f'  {_id(name)}(["{name}<br/>input {fmt_shape(inp.shape)}"])')
-    depth = 1
-    for kind, obj in _walk(typed.graph.root):
-        pad = "  " * depth
+    for kind, obj, pad in _walk(typed.graph.root):
         if kind == "open":
             lines.append(f'{pad}subgraph c_{_ID.sub("_", obj.path)}["{obj.path} ({obj.block})"]')
-            depth += 1
         elif kind == "close":
-            depth -= 1
-            lines.append(f"{'  ' * depth}end")
+            lines.append(f"{pad}end")
         else:
             path, op, shape, params = _label(typed, obj)
             extra = f"<br/>{params:,} params" if params else ""

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compiler.check import evaluate
+from compiler.check import _FAILED, evaluate, try_evaluate
 from compiler.errors import Collector, Loc, SpecError, did_you_mean
 from compiler.source import Node
 from compiler.spec import Spec
@@ -92,10 +92,9 @@ def parse_train(spec: Spec) -> TrainConfig:
     values: dict[str, Any] = {}
     for k in ("device", "precision", "grad_clip"):
         if node.get(k) is not None:
-            try:
-                values[k] = _eval(node.get(k), spec)
-            except SpecError as e:
-                c.extend(e)
+            v = try_evaluate(node.get(k), spec.params, c)
+            if v is not _FAILED:
+                values[k] = v
     for k, loc in node.key_locs.items():
         if k not in TRAIN_KEYS:
             c.error(loc, f"unknown train key '{k}'", did_you_mean(k, TRAIN_KEYS, "key"))
@@ -149,10 +148,8 @@ def _eval(node: Node, spec: Spec) -> Any:
 def _int(node: Node | None, spec: Spec, what: str, low: int, c: Collector, default: int = 0) -> int:
     if node is None:
         return default
-    try:
-        v = _eval(node, spec)
-    except SpecError as e:
-        c.extend(e)
+    v = try_evaluate(node, spec.params, c)
+    if v is _FAILED:
         return default
     if isinstance(v, bool) or not isinstance(v, int) or v < low:
         c.error(node.loc, f"{what} must be an integer ≥ {low}, got {v!r}", f"{what}: {max(low, 1)}")
