@@ -106,7 +106,7 @@ def run_checks(module: torch.nn.Module, inputs: Mapping[str, InputDecl], output_
                seed: int = 0) -> list[Check]:
     checks = []
     names = list(inputs)
-    module.eval()
+    module.train(False)  # eval mode
     with torch.no_grad():
         for sizes in grid:
             xs = make_inputs(inputs, sizes, seed)

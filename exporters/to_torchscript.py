@@ -39,7 +39,7 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], path: Path) -> 
 
 def load(path: Path) -> Callable[[list[torch.Tensor]], Any]:
     module = torch.jit.load(str(path), map_location="cpu")
-    module.eval()
+    module.train(False)  # eval mode
     return lambda xs: module(*xs)
 
 

@@ -69,7 +69,7 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
         raise SpecError.at(file_loc(str(weights)), "the run has no weights", "build it again: specc build SPEC --force")
     from .trainer import load_weights
     load_weights(module, weights)
-    module.eval()
+    module.train(False)  # eval mode
     trained = bool(checkpoint.listing(run_dir / CHECKPOINTS)) or "trained" in api.read_json(run_dir / SUMMARY)
     if not trained:
         say(f"note: {run_dir} was never trained; exporting its initial weights")

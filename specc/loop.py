@@ -162,7 +162,7 @@ class Loop:
     def evaluate(self) -> dict[str, float]:
         if self.data.val is None:
             return {}
-        self.module.eval()
+        self.module.train(False)  # eval mode
         meter = Meter(self.task, self.device)
         for xs, y in self.batches(self.data.val, torch.arange(len(self.data.val))):
             with self.autocast():
