@@ -497,20 +497,21 @@ def _output_refs(node: Node, defined: set[str], c: Collector) -> tuple[Ref, ...]
 
 
 def _recursion(blocks: dict[str, BlockDecl], c: Collector) -> None:
-    """Refuse a block that uses itself, directly or through others."""
+    """Refuse a block that uses itself, directly or through others (a depth-first search that
+    visits each block once, so a diamond of blocks cannot make it exponential)."""
     uses = {name: [(n.block, n.loc) for n in b.layers if n.block] for name, b in blocks.items()}
-    reported: set[str] = set()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
         for child, loc in uses.get(name, []):
-            if child in path:
+            if state.get(child) == 1:
                 cycle = path[path.index(child):] + [child]
-                key = min(cycle)
-                if key not in reported:
-                    reported.add(key)
-                    c.error(loc, f"block '{child}' uses itself: {' -> '.join(cycle)}", "a block cannot contain itself")
-            elif child in uses:
+                c.error(loc, f"block '{child}' uses itself: {' -> '.join(cycle)}", "a block cannot contain itself")
+            elif child in uses and child not in state:
                 visit(child, path + [child])
+        state[name] = 2
 
     for name in blocks:
-        visit(name, [name])
+        if name not in state:
+            visit(name, [name])

@@ -124,6 +124,7 @@ class _Resolver:
         self.c = Collector()
         self.nodes: list[GNode] = []
         self.by_path: dict[str, GNode] = {}
+        self.over_limit = False  # once the node limit is hit, expansion stops everywhere
 
     def raise_if_any(self) -> None:
         seen, unique = set(), []
@@ -268,7 +269,10 @@ class _Resolver:
         return cur[0]
 
     def total_guard(self, decl: NodeDecl, n: int) -> bool:
+        if self.over_limit:
+            return True
         if len(self.nodes) + n > MAX_NODES:
+            self.over_limit = True
             self.c.error(decl.loc, f"the spec unrolls to more than {MAX_NODES} nodes",
                          "reduce repeat counts or block nesting")
             return True
@@ -276,6 +280,8 @@ class _Resolver:
 
     def block_node(self, decl: NodeDecl, vals: list[Val], scope: dict, path: str, repeat: int,
                    item: Item) -> Val | list | None:
+        if self.over_limit:
+            return None
         block = self.spec.blocks[decl.block]
         bscope = self.block_scope(block, decl, scope)
         if bscope is None:
