@@ -92,3 +92,13 @@ def test_data_paths_that_are_not_files(tmp_path, kind, source):
     d = info.value.diagnostics[0]
     assert (d.file, d.line) == (str(spec), 7)
     assert {"directory": "is a directory", "fifo": "not a regular file", "missing": "does not exist"}[kind] in d.message
+
+
+def test_a_diamond_of_blocks_is_refused_quickly(tmp_path):
+    """Each block calls the next twice: 2**40 instances if nothing stopped it."""
+    blocks = "\n".join(f"  b{i}:\n    layers:\n      - {{name: p, block: b{i + 1}, from: x}}\n"
+                       f"      - {{name: q, block: b{i + 1}, from: x}}" for i in range(40))
+    text = f"specc: 1\nname: d\ninputs: {{x: [batch, 4]}}\nblocks:\n{blocks}\n  b40:\n    layers: [ReLU]\n" \
+           "layers:\n  - {block: b0}\n"
+    d = refused(text, tmp=tmp_path)
+    assert "unrolls to more than 20000 nodes" in d.message
