@@ -4,8 +4,6 @@
 - export time per format.
     python bench/export.py
 """
-import contextlib
-import io
 import sys
 import tempfile
 import time
@@ -39,7 +37,8 @@ def main() -> None:
         ours = to_onnx.load(Path(tmp) / "runs/seed-transformer-encoder/export/model.onnx")
         ref = hw.TransformerEncoder().eval()
         plain_path = Path(tmp) / "plain.onnx"
-        with contextlib.redirect_stdout(io.StringIO()):
+        from exporters.capture import capture
+        with capture():
             torch.onnx.export(ref, (torch.randn(2, 16, 64),), str(plain_path), dynamo=True, input_names=["x"],
                               output_names=["y"], dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}},
                               external_data=False)
@@ -49,13 +48,14 @@ def main() -> None:
             print(f"  {k:<12} {v:6.2f} s")
         for batch in (1, 32):
             x = torch.randn(batch, 16, 64)
-            rounds = 300 if batch == 1 else 80
-            # two separate interleavings: torch's OpenMP threads spin after an eager call and would
-            # slow whichever onnxruntime session runs right after it
+            rounds = 40 if batch == 1 else 20
+            # blocks of 25 calls, interleaved: torch's OpenMP threads keep spinning for a moment after
+            # an eager call and would slow an onnxruntime call made right after it
             with torch.no_grad():
-                vs_eager = interleaved({"eager": lambda: model(x), "specc onnx": lambda: ours([x])}, rounds=rounds)
+                vs_eager = interleaved({"eager": lambda: model(x), "specc onnx": lambda: ours([x])}, rounds=rounds,
+                                       inner=25)
             vs_plain = interleaved({"plain torch.onnx.export": lambda: plain([x]), "specc onnx": lambda: ours([x])},
-                                   rounds=rounds)
+                                   rounds=rounds, inner=25)
             print(f"== latency at batch {batch} (median ms)")
             print(f"  eager {vs_eager['eager'] * 1e3:.3f}   specc onnx {vs_eager['specc onnx'] * 1e3:.3f}   "
                   f"ratio onnxruntime/eager = {vs_eager['specc onnx'] / vs_eager['eager']:.3f}"

@@ -49,7 +49,7 @@ def main() -> float:
         epoch[0] += 1
         loop.train_epoch(epoch[0])
 
-    medians = interleaved({"bare loop": bare, "specc loop": ours}, rounds=7, warmup=1)
+    medians = interleaved({"bare loop": bare, "specc loop": ours}, rounds=11, warmup=1)
     medians = {k: v / steps for k, v in medians.items()}  # per step
     return report(f"training step, transformer encoder, batch {cfg.batch_size} ({steps} steps/epoch)",
                   "bare loop", medians, limit=1.05)
