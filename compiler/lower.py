@@ -10,7 +10,6 @@ import operator
 import re
 from typing import Any
 
-import torch
 import torch.fx as fx
 import torch.nn as nn
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .check import evaluate
-from .errors import Collector, Diagnostic, Loc, SpecError, did_you_mean
+from .errors import Collector, Loc, SpecError
 from .source import Node
 from .ops import OpDef, registry
 from .spec import BlockDecl, InputDecl, NodeDecl, Ref, Spec

@@ -18,7 +18,7 @@ from compiler.spec import InputDecl
 from .artifact import Artifact, staged
 from .capture import capture
 from .errors import ExportError, raise_if_io
-from .inputs import dynamic_axes, symbols, torch_dynamic_shapes
+from .inputs import dynamic_axes, torch_dynamic_shapes
 
 EXTERNAL_DATA_BYTES = 1_500_000_000
 META_PREFIX = "specc."

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 
 from compiler.errors import SpecError, file_loc
 from compiler.pipeline import compile_spec
