@@ -189,13 +189,9 @@ def _block_call(b: BlockDecl, args: dict[str, Node], arg_locs: dict, raw: Node, 
                 f"({', '.join(b.inputs)}), got {n_refs}", "list one ref per block input in from:")
 
 
-def _from(node: Node | None, defined: list[str], later: set[str], c: Collector) -> tuple[Ref, ...] | None:
-    if node is None:
-        return None
-    items = node.value if node.is_seq else [node]
-    if not items:
-        c.error(node.loc, "'from' is empty", "name the node or input this node reads")
-        return ()
+def _refs(items: list[Node], defined: list[str] | set[str], later: set[str], what: str,
+          c: Collector) -> list[Ref]:
+    """Parse refs and keep those that name something defined before them."""
     refs = []
     for item in items:
         ref = parse_ref(item, c)
@@ -206,11 +202,21 @@ def _from(node: Node | None, defined: list[str], later: set[str], c: Collector) 
                 c.error(item.loc, f"ref '{ref.name}' names a node defined further down",
                         "a node reads inputs and earlier nodes; move it below the node it reads")
             else:
-                hint = did_you_mean(ref.name, defined, "name")
-                c.error(item.loc, f"unknown ref '{ref.name}'", hint or "refs name an input or an earlier node")
+                c.error(item.loc, f"unknown {what} '{ref.name}'",
+                        did_you_mean(ref.name, defined, "name") or "refs name an input or an earlier node")
             continue
         refs.append(ref)
-    return tuple(refs)
+    return refs
+
+
+def _from(node: Node | None, defined: list[str], later: set[str], c: Collector) -> tuple[Ref, ...] | None:
+    if node is None:
+        return None
+    items = node.value if node.is_seq else [node]
+    if not items:
+        c.error(node.loc, "'from' is empty", "name the node or input this node reads")
+        return ()
+    return tuple(_refs(items, defined, later, "ref", c))
 
 
 def parse_ref(item: Node, c: Collector) -> Ref | None:
@@ -229,15 +235,7 @@ def output_refs(node: Node, defined: set[str], c: Collector) -> tuple[Ref, ...] 
     if not items:
         c.error(node.loc, "'outputs' is empty", "list the refs to return, or drop outputs: for the last node")
         return None
-    refs = []
-    for item in items:
-        ref = parse_ref(item, c)
-        if ref is None:
-            continue
-        if ref.name not in defined:
-            c.error(item.loc, f"unknown output ref '{ref.name}'", did_you_mean(ref.name, defined, "name"))
-            continue
-        refs.append(ref)
+    refs = _refs(items, defined, set(), "output ref", c)
     if len({str(r) for r in refs}) != len(refs):
         c.error(node.loc, "outputs list the same ref twice", "list each output once")
     return tuple(refs)
