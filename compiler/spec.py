@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .errors import Loc
@@ -92,10 +93,15 @@ class Spec:
             data["params"] = dict(self.params)
         return data
 
-    @property
+    @cached_property
     def hash(self) -> str:
-        text = json.dumps(self.resolved(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """Identifies the resolved spec: a run's spec.yaml and its source agree on it."""
+        return _digest(self.resolved())
+
+    @cached_property
+    def model_hash(self) -> str:
+        """Identifies the model alone (no train, export or description): what a checkpoint must match."""
+        return _digest({k: v for k, v in self.resolved().items() if k not in ("train", "export", "description")})
 
     @property
     def symbolic_dims(self) -> list[str]:
@@ -105,3 +111,7 @@ class Spec:
                 if isinstance(d, str):
                     seen[d] = None
         return list(seen)
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -18,10 +18,10 @@ from exporters.artifact import Artifact
 from exporters.errors import ExportError
 from exporters.inputs import example_inputs, make_inputs, size_grid
 
-from . import __version__, api, checkpoint
+from . import __version__, api
 from .exportspec import FORMATS, ExportConfig, parse_export
 from .fsutil import atomic_write_text
-from .runs import CHECKPOINTS, RUNS, SPEC, SUMMARY, WEIGHTS, is_run, target_path
+from .runs import RUNS, SPEC, SUMMARY, WEIGHTS, has_checkpoints, is_run, load_weights, target_path
 
 FILES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
 
@@ -42,7 +42,7 @@ def _run_dir(target: Any) -> Path:
     if not is_run(run_dir):
         api.build_run(spec, out=run_dir, origin=str(path))
     elif api.load(run_dir / SPEC).hash != spec.hash:
-        if checkpoint.listing(run_dir / CHECKPOINTS):
+        if has_checkpoints(run_dir):
             raise SpecError.at(file_loc(str(run_dir)), f"{run_dir} was trained from a different version of {path}",
                                f"export the run itself (specc export {run_dir}), or retrain it")
         api.build_run(spec, out=run_dir, force=True, origin=str(path))
@@ -66,10 +66,9 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     weights = run_dir / WEIGHTS
     if not weights.is_file():
         raise SpecError.at(file_loc(str(weights)), "the run has no weights", "build it again: specc build SPEC --force")
-    from .trainer import load_weights
     load_weights(module, weights)
     module.train(False)  # eval mode
-    trained = bool(checkpoint.listing(run_dir / CHECKPOINTS)) or "trained" in api.read_json(run_dir / SUMMARY)
+    trained = has_checkpoints(run_dir) or "trained" in api.read_json(run_dir / SUMMARY)
     if not trained:
         say(f"note: {run_dir} was never trained; exporting its initial weights")
     _check_plugin_formats(compiled, chosen)

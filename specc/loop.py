@@ -189,15 +189,16 @@ class Loop:
                 else:
                     self.scheduler.step()
             self.epoch = epoch
-            self.history.append(row)
             stop = self.early_stop(row)
+            if stop:
+                row["stopped_early"] = True
+            self.history.append(row)
             if self.rank == 0 and (epoch % cfg.checkpoint_every == 0 or epoch == epochs or stop):
                 self.last_checkpoint = checkpoint.write(self.checkpoints, epoch, self.state(), self.model_hash,
                                                         cfg.keep_checkpoints)
             if self.on_epoch is not None and self.rank == 0:
                 self.on_epoch(row)
             if stop:
-                row["stopped_early"] = True
                 break
         return self.history
 

@@ -46,6 +46,32 @@ def target_path(target: str | os.PathLike | None) -> Path:
     return p
 
 
+def load_weights(module: Any, path: Path) -> None:
+    """Weights from a safetensors file, refusing anything that does not fit the model exactly."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+    try:
+        state = st_load(path.read_bytes())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SpecError.at(file_loc(str(path)), f"not a readable weight file: {str(e)[:200]}",
+                           "rebuild the run with specc build --force") from None
+    own = module.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    bad = [k for k in own if k in state and (state[k].shape != own[k].shape or state[k].dtype != own[k].dtype)]
+    if missing or extra or bad:
+        parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "",
+                 f"wrong shape or dtype: {bad[0]} {tuple(state[bad[0]].shape)} {state[bad[0]].dtype} vs "
+                 f"{tuple(own[bad[0]].shape)} {own[bad[0]].dtype}" if bad else ""]
+        raise SpecError.at(file_loc(str(path)), "weights do not fit the model: " + "; ".join(p for p in parts if p),
+                           "the file belongs to another spec; rebuild the run")
+    module.load_state_dict(state)
+
+
+def has_checkpoints(run_dir: Path) -> bool:
+    from .checkpoint import listing
+    return bool(listing(run_dir / CHECKPOINTS))
+
+
 def state_bytes(module: Any) -> bytes:
     from safetensors.torch import save
     return save({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()})

@@ -5,15 +5,13 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-
 from compiler.errors import SpecError, file_loc
 from compiler.pipeline import compile_spec
 from compiler.spec import Spec
@@ -25,7 +23,8 @@ from .lock import RunLock
 from .loop import Loop, TrainingDiverged
 from .metrics import write_csv, write_plot
 from .progress import make_progress
-from .runs import CHECKPOINTS, RUNS, SPEC, SUMMARY, WEIGHTS, is_run, latest_run, state_bytes, target_path
+from .runs import (CHECKPOINTS, RUNS, SPEC, SUMMARY, WEIGHTS, has_checkpoints, is_run, latest_run, load_weights,
+                   state_bytes, target_path)
 from .trainspec import TrainConfig, parse_train
 
 __all__ = ["train", "TrainResult", "TrainingDiverged"]
@@ -43,14 +42,6 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
-def model_hash(spec: Spec) -> str:
-    """What a checkpoint must match: the spec without its train and export sections."""
-    import hashlib
-    import json
-    data = {k: v for k, v in spec.resolved().items() if k not in ("train", "export", "description")}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def prepare_run(target: Any, params: Any, resume: bool, force: bool) -> tuple[Path, Spec]:
     """The run folder to train, built or updated from the target and overrides."""
     path = target_path(target)
@@ -60,13 +51,13 @@ def prepare_run(target: Any, params: Any, resume: bool, force: bool) -> tuple[Pa
     else:
         spec = api.load(path, params)
         run_dir = RUNS / spec.name
-    has_ckpt = bool(checkpoint.listing(run_dir / CHECKPOINTS))
+    has_ckpt = has_checkpoints(run_dir)
     if has_ckpt and not resume and not force:
         raise SpecError.at(file_loc(str(run_dir)), "this run has been trained already",
                            "pass --resume to continue it, or --force to start it over")
     if has_ckpt and resume:
         old = api.load(run_dir / SPEC)
-        if model_hash(old) != model_hash(spec):
+        if old.model_hash != spec.model_hash:
             raise SpecError.at(file_loc(str(run_dir)), "the overrides change the model of a run being resumed",
                                "only train settings (epochs, lr, ...) may change on --resume")
         if spec.hash != old.hash:  # train settings changed: keep the run's spec.yaml current
@@ -91,25 +82,6 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_weights(module: torch.nn.Module, path: Path) -> None:
-    """Weights from a safetensors file, refusing anything that does not fit the model exactly."""
-    try:
-        state = st_load(path.read_bytes())
-    except (SafetensorError, OSError, ValueError) as e:
-        raise SpecError.at(file_loc(str(path)), f"not a readable weight file: {str(e)[:200]}",
-                           "rebuild the run with specc build --force") from None
-    own = module.state_dict()
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    bad = [k for k in own if k in state and (state[k].shape != own[k].shape or state[k].dtype != own[k].dtype)]
-    if missing or extra or bad:
-        parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "",
-                 f"wrong shape or dtype: {bad[0]} {tuple(state[bad[0]].shape)} {state[bad[0]].dtype} vs "
-                 f"{tuple(own[bad[0]].shape)} {own[bad[0]].dtype}" if bad else ""]
-        raise SpecError.at(file_loc(str(path)), "weights do not fit the model: " + "; ".join(p for p in parts if p),
-                           "the file belongs to another spec; rebuild the run")
-    module.load_state_dict(state)
-
-
 def train(target: Any = None, params: Any = None, *, epochs: int | None = None, device: str | None = None,
           resume: bool = False, force: bool = False, nproc: int = 1, tensorboard: bool = False,
           progress: bool = True) -> TrainResult:
@@ -119,30 +91,23 @@ def train(target: Any = None, params: Any = None, *, epochs: int | None = None, 
         run_dir, spec = prepare_run(target, params, resume, force)
         parse_train(spec)  # fail here, once, rather than in every worker
         with RunLock(run_dir):
-            distributed.launch(nproc, run_dir, epochs=epochs, device=device, resume=resume or _has_ckpt(run_dir))
+            distributed.launch(nproc, run_dir, epochs=epochs, device=device, resume=resume or has_checkpoints(run_dir))
         return _result_from_run(run_dir)
     if dist_env is not None:  # a worker started by torchrun
         run_dir = target_path(target) if target is not None else latest_run()
         spec = api.load(run_dir / SPEC, params)
         lock = RunLock(run_dir) if dist_env.rank == 0 and not os.environ.get(distributed.LOCK_HELD) else None
-        resume = resume or _has_ckpt(run_dir)
+        resume = resume or has_checkpoints(run_dir)
     else:
         run_dir, spec = prepare_run(target, params, resume, force)
         lock = RunLock(run_dir)
     cfg = parse_train(spec)
-    if lock is None:
+    with lock or contextlib.nullcontext():
         return _train(run_dir, spec, cfg, epochs, device, resume, tensorboard, progress, dist_env)
-    with lock:
-        return _train(run_dir, spec, cfg, epochs, device, resume, tensorboard, progress, dist_env)
-
-
-def _has_ckpt(run_dir: Path) -> bool:
-    return bool(checkpoint.listing(run_dir / CHECKPOINTS))
 
 
 def _result_from_run(run_dir: Path) -> TrainResult:
-    mh = model_hash(api.load(run_dir / SPEC))
-    found = checkpoint.latest(run_dir / CHECKPOINTS, mh)
+    found = checkpoint.latest(run_dir / CHECKPOINTS, api.load(run_dir / SPEC).model_hash)
     history = found[1]["history"] if found else []
     return TrainResult(run_dir, history, len(history), 0)
 
@@ -170,7 +135,7 @@ def _train(run_dir: Path, spec: Spec, cfg: TrainConfig, epochs: int | None, devi
     loss_fn, optimizer, scheduler = _components(cfg, module)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     model = distributed.wrap(module, device) if world > 1 else module
-    mh = model_hash(spec)
+    mh = spec.model_hash
     loop = Loop(model, module, loss_fn, optimizer, scheduler, scaler, cfg, data, device, task, mh,
                 run_dir / CHECKPOINTS, rank, world)
     start = 0
@@ -213,8 +178,7 @@ def _train(run_dir: Path, spec: Spec, cfg: TrainConfig, epochs: int | None, devi
         if writer is not None:
             writer.close()
     if rank == 0:
-        atomic_write_bytes(run_dir / WEIGHTS, state_bytes(module))
-        write_csv(run_dir / "metrics.csv", history)
+        atomic_write_bytes(run_dir / WEIGHTS, state_bytes(module))  # metrics.csv is written after every epoch
         write_plot(run_dir / "loss.png", history, spec.name)
         summary = api.read_json(run_dir / SUMMARY)
         summary["trained"] = {"epochs": loop.epoch, "final": history[-1] if history else {}, "device": str(device),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import specc
-from conftest import run_cli
+
 
 CASES = sorted((Path(__file__).parent / "cases" / "bad").glob("*.yaml"))
 EXPECT = re.compile(r"^# expect: (\d+):(\d+): (.*)$", re.M)

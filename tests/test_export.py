@@ -3,7 +3,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -11,7 +10,6 @@ from onnx import numpy_helper
 
 import specc
 from conftest import ROOT, SPECS, run_cli
-from exporters.errors import ExportError
 
 
 @pytest.fixture(autouse=True)
@@ -121,7 +119,7 @@ def test_a_tampered_onnx_file_fails_and_the_report_names_the_node(in_tmp):
     assert rep["passed"] is False
     d = rep["divergence"]
     assert d["node"] == "layers.1.ffn" and d["line"] == _spec_line("ffn") and d["format"] == "onnx"
-    assert f"first diverging node: layers.1.ffn" in r.stdout
+    assert "first diverging node: layers.1.ffn" in r.stdout
     assert run_cli("export", "--onnx", "--verify", "--allow-mismatch", cwd=in_tmp).returncode == 0
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["specc.parity"] == "failed"

@@ -86,7 +86,7 @@ def kill_and_resume(workdir: Path, kills: int = 50, epochs: int = 160, seed: int
     import torch  # imported before forking (never used for compute here), so children start at once
     from safetensors.torch import load_file
 
-    import specc.trainer  # noqa: F401
+    import specc.trainer  # noqa: F401  (loaded once here, so forked children start at once)
     ctx = mp.get_context("fork")
     rng = random.Random(seed)
     stats = KillStats(epochs=epochs)

@@ -1,16 +1,12 @@
 """Faults: SIGKILL at 50 moments (half of them inside checkpoint writes), a full disk or file-size
 limit during checkpoints and exports, concurrent trainers, killed exports, missing runtimes."""
-import json
 import os
 import resource
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
-import torch
 
 from conftest import ROOT, run_cli
 from tests.reliability import faults

@@ -1,6 +1,5 @@
 """The spec front end under 10,000 mutated specs: only SpecError escapes, nothing takes 5 s,
 and nothing is allocated beyond the size guard."""
-import resource
 
 import pytest
 
