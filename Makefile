@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# test-only reference models; --no-deps: its wheel would pull a CUDA torch (tests/refs explains the import)
+	$(BIN)/python -m pip install -q --no-deps torchvision==0.28.0
 	touch $@
 
 install: $(VENV)/.installed

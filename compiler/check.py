@@ -1,7 +1,8 @@
 """Check the located tree and build the typed `Spec`, collecting every error of the pass.
 
-This stage knows the language's structure: keys, names, refs, ops and their argument names,
-blocks and their params. Values that depend on a block's params are checked by `resolve`.
+This stage knows the whole language: keys, names, refs, ops and their argument names, blocks and
+their params, symbolic dims, and the `train:` and `export:` sections. Values that depend on a
+block's params or a repeat index are checked by `resolve`. Nothing here imports torch.
 """
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ import re
 from typing import Any
 
 from .errors import Collector, Loc, SpecError, did_you_mean
-from .expr import eval_string
-from .layers import IDENT, MAX_NAME, RESERVED, check_layers, ident, output_refs
-from .ops import registry
+from .export_section import check_export
+from .expr import FAILED, eval_string, evaluate, try_evaluate
+from .layers import IDENT, MAX_NAME, RESERVED, check_body, ident
+from .ops import REGISTRY
 from .source import Node
-from .spec import BLOCK_KEYS, DTYPES, TOP_KEYS, BlockDecl, InputDecl, NodeDecl, Spec
+from .spec import BLOCK_KEYS, DIM_KEYS, DTYPES, TOP_KEYS, BlockDecl, Body, DimDecl, InputDecl, Spec
+from .train_section import check_train
 
 SPEC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
 def check(tree: Node) -> Spec:
     """Validate the whole tree; raise one `SpecError` with every problem found."""
     c = Collector()
@@ -25,29 +30,33 @@ def check(tree: Node) -> Spec:
         if key not in TOP_KEYS:
             c.error(loc, f"unknown top-level key '{key}'", did_you_mean(key, TOP_KEYS, "key"))
     for key in ("specc", "name", "inputs", "layers"):
-        if key not in tree.value:
+        if key not in tree.value and not (key == "layers" and "seq" in tree.value):
             c.error(tree.loc, f"missing required key '{key}'", _REQUIRED_HINTS[key])
     _version(tree.get("specc"), c)
     name = _spec_name(tree.get("name"), c)
     params = _params(tree.get("params"), c)
     inputs = _inputs(tree.get("inputs"), params, c)
+    dims = _dims(tree.get("dims"), inputs, params, c)
     blocks = _blocks(tree.get("blocks"), c)
-    layers: tuple[NodeDecl, ...] = ()
-    if tree.get("layers") is not None:
-        layers = check_layers(tree.get("layers"), tuple(inputs), blocks, c, where="layers")
-    outputs = None
-    if tree.get("outputs") is not None:
-        defined = set(inputs) | {n.name for n in layers}
-        outputs = output_refs(tree.get("outputs"), defined, c)
-    for section in ("train", "export"):
-        node = tree.get(section)
-        if node is not None and not node.is_map:
-            c.error(node.loc, f"'{section}' must be a mapping", f"see DESIGN §{3 if section == 'train' else 4}")
+    body = _top_body(tree, inputs, blocks, c)
+    train = check_train(tree.get("train"), params, tree.loc.file, c)
+    export = check_export(tree.get("export"), params, list(dims), c)
     _recursion(blocks, c)
     c.raise_if_any()
     pnode = tree.get("params")
     param_locs = {k: v.loc for k, v in pnode.value.items()} if pnode is not None and pnode.is_map else {}
-    return Spec(name, params, inputs, blocks, layers, outputs, tree.get("train"), tree.get("export"), tree, param_locs)
+    return Spec(name, params, inputs, dims, blocks, body, train, export, tree, param_locs)
+
+
+def _top_body(tree: Node, inputs: dict, blocks: dict[str, BlockDecl], c: Collector) -> Body:
+    """`layers:` (children by name) or `seq:` (numbered, like an nn.Sequential model)."""
+    numbered = tree.get("seq") is not None
+    if numbered and tree.get("layers") is not None:
+        c.error(tree.key_locs["seq"], "a spec has layers: or seq:, not both", "keep one: seq numbers its nodes")
+    nodes = tree.get("seq") if numbered else tree.get("layers")
+    if nodes is None:
+        return Body(False, (), None, tree.loc)
+    return check_body(nodes, numbered, tuple(inputs), blocks, c, "the spec", outputs=tree.get("outputs"))
 
 
 _REQUIRED_HINTS = {
@@ -75,29 +84,6 @@ def _spec_name(node: Node | None, c: Collector) -> str:
 
 def _key_ident(name: str, loc: Loc, what: str, c: Collector) -> bool:
     return ident(Node(name, loc), what, c)
-
-
-def evaluate(node: Node, scope: dict[str, Any]) -> Any:
-    """A located value with `$p` / `${...}` evaluated in `scope`, recursively."""
-    if node.is_map:
-        return {k: evaluate(v, scope) for k, v in node.value.items()}
-    if node.is_seq:
-        return [evaluate(v, scope) for v in node.value]
-    if isinstance(node.value, str) and "$" in node.value:
-        return eval_string(node.value, scope, node.loc)
-    return node.value
-
-
-_FAILED = object()
-
-
-def try_evaluate(node: Node, scope: dict[str, Any], c: Collector) -> Any:
-    """`evaluate`, with its error recorded in `c`; returns `_FAILED` when it failed."""
-    try:
-        return evaluate(node, scope)
-    except SpecError as e:
-        c.extend(e)
-        return _FAILED
 
 
 def _params(node: Node | None, c: Collector) -> dict[str, Any]:
@@ -130,36 +116,42 @@ def _inputs(node: Node | None, params: dict, c: Collector) -> dict[str, InputDec
         if key in RESERVED:
             c.error(node.key_locs[key], f"input name '{key}' is reserved", "rename the input")
             continue
-        shape_node, dtype, rng = value, "float32", None
-        if value.is_map:
-            for k, loc in value.key_locs.items():
-                if k not in ("shape", "dtype", "range"):
-                    c.error(loc, f"unknown input key '{k}'", did_you_mean(k, ("shape", "dtype", "range"), "key"))
-            shape_node = value.get("shape")
-            if shape_node is None:
-                c.error(value.loc, f"input '{key}' has no shape", "write {shape: [batch, 16], dtype: float32}")
-                continue
-            dtype_node = value.get("dtype")
-            if dtype_node is not None:
-                dtype = dtype_node.value
-                if dtype not in DTYPES:
-                    c.error(dtype_node.loc, f"unknown dtype {dtype!r}", did_you_mean(str(dtype), DTYPES, "dtype"))
-                    dtype = "float32"
-            rng = _range(value.get("range"), params, c)
-        shape = _shape(shape_node, params, c)
-        if shape is None:
-            continue
-        if dtype.startswith("int") and rng is None:
-            c.error(value.loc, f"integer input '{key}' needs a range", "add range: [0, vocab] (high end excluded)")
-        out[key] = InputDecl(key, shape, dtype, rng, node.key_locs[key])
+        decl = _input(key, value, node.key_locs[key], params, c)
+        if decl is not None:
+            out[key] = decl
     return out
+
+
+def _input(key: str, value: Node, loc: Loc, params: dict, c: Collector) -> InputDecl | None:
+    shape_node, dtype, rng = value, "float32", None
+    if value.is_map:
+        for k, kloc in value.key_locs.items():
+            if k not in ("shape", "dtype", "range"):
+                c.error(kloc, f"unknown input key '{k}'", did_you_mean(k, ("shape", "dtype", "range"), "key"))
+        shape_node = value.get("shape")
+        if shape_node is None:
+            c.error(value.loc, f"input '{key}' has no shape", "write {shape: [batch, 16], dtype: float32}")
+            return None
+        dtype_node = value.get("dtype")
+        if dtype_node is not None:
+            dtype = dtype_node.value
+            if dtype not in DTYPES:
+                c.error(dtype_node.loc, f"unknown dtype {dtype!r}", did_you_mean(str(dtype), DTYPES, "dtype"))
+                dtype = "float32"
+        rng = _range(value.get("range"), params, c)
+    shape = _shape(shape_node, params, c)
+    if shape is None:
+        return None
+    if dtype.startswith("int") and rng is None:
+        c.error(value.loc, f"integer input '{key}' needs a range", "add range: [0, vocab] (high end excluded)")
+    return InputDecl(key, shape, dtype, rng, loc)
 
 
 def _range(node: Node | None, params: dict, c: Collector) -> tuple[float, float] | None:
     if node is None:
         return None
     v = try_evaluate(node, params, c)
-    if v is _FAILED:
+    if v is FAILED:
         return None
     ok = isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
     if not ok or not v[0] < v[1]:
@@ -198,6 +190,52 @@ def _shape(node: Node, params: dict, c: Collector) -> tuple[int | str, ...] | No
     return tuple(dims)
 
 
+def _dims(node: Node | None, inputs: dict[str, InputDecl], params: dict, c: Collector) -> dict[str, DimDecl]:
+    """Every symbolic dim of the inputs, with what `dims:` says of it (`divisible_by`, `min`, `max`)."""
+    symbols = list(dict.fromkeys(d for i in inputs.values() for d in i.shape if isinstance(d, str)))
+    out = {s: DimDecl(s) for s in symbols}
+    if node is None:
+        return out
+    if not node.is_map:
+        c.error(node.loc, "'dims' maps symbolic dims to their constraints", "dims: {height: {divisible_by: 32}}")
+        return out
+    for name, value in node.value.items():
+        loc = node.key_locs[name]
+        if name not in out:
+            c.error(loc, f"'{name}' is not a symbolic dim of the inputs",
+                    did_you_mean(name, symbols, "dim") or "symbolic dims are the names in input shapes")
+            continue
+        got = try_evaluate(value, params, c)
+        if got is FAILED:
+            continue
+        decl = _dim(name, got, value, loc, c)
+        if decl is not None:
+            out[name] = decl
+    return out
+
+
+def _dim(name: str, got: Any, node: Node, loc: Loc, c: Collector) -> DimDecl | None:
+    if not isinstance(got, dict):
+        c.error(node.loc, f"dim '{name}' takes a mapping of constraints", "height: {divisible_by: 32, min: 32}")
+        return None
+    values = {}
+    for k, v in got.items():
+        kloc = node.key_locs.get(k, node.loc)
+        if k not in DIM_KEYS:
+            c.error(kloc, f"unknown constraint '{k}' for dim '{name}'", did_you_mean(k, DIM_KEYS, "constraint"))
+        elif v is None and k == "max":
+            values[k] = None
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            c.error(kloc, f"{k} of dim '{name}' must be a positive integer, got {v!r}", f"{k}: 32")
+        else:
+            values[k] = v
+    decl = DimDecl(name, values.get("divisible_by", 1), values.get("min", 1), values.get("max"), loc)
+    if decl.max is not None and decl.max < max(decl.min, decl.divisible_by):
+        c.error(loc, f"no size of dim '{name}' is {decl.describe()}", "loosen the constraints")
+        return None
+    return decl
+
+
 def _blocks(node: Node | None, c: Collector) -> dict[str, BlockDecl]:
     """Two passes: every block's signature first, so calls between blocks can be checked."""
     if node is None:
@@ -205,14 +243,13 @@ def _blocks(node: Node | None, c: Collector) -> dict[str, BlockDecl]:
     if not node.is_map:
         c.error(node.loc, "'blocks' must map block names to definitions", "blocks: {encoder: {inputs: [x], layers: [...]}}")
         return {}
-    ops = registry()
     sigs: dict[str, BlockDecl] = {}
     bodies: dict[str, Node] = {}
     for name, body in node.value.items():
         loc = node.key_locs[name]
         if not _key_ident(name, loc, "block", c):
             continue
-        if name in ops:
+        if name in REGISTRY:
             c.error(loc, f"block name '{name}' is already an op", "rename the block")
             continue
         if not body.is_map:
@@ -222,19 +259,21 @@ def _blocks(node: Node | None, c: Collector) -> dict[str, BlockDecl]:
             if k not in BLOCK_KEYS:
                 c.error(kloc, f"unknown key '{k}' in block '{name}'", did_you_mean(k, BLOCK_KEYS, "key"))
         sigs[name] = BlockDecl(name, _block_params(body.get("params"), c), _block_inputs(body.get("inputs"), c),
-                               (), None, loc)
+                               Body(False, (), None, loc), loc)
         bodies[name] = body
     out = {}
     for name, body in bodies.items():
         sig = sigs[name]
-        if body.get("layers") is None:
-            c.error(body.loc, f"block '{name}' has no layers", "add layers: with a list of nodes")
+        numbered = "seq" in body.value
+        if numbered and "layers" in body.value:
+            c.error(body.key_locs["seq"], f"block '{name}' has both layers: and seq:", "keep one: seq numbers its nodes")
             continue
-        layers = check_layers(body.get("layers"), sig.inputs, sigs, c, where=f"block '{name}'")
-        outputs = None
-        if body.get("outputs") is not None:
-            outputs = output_refs(body.get("outputs"), set(sig.inputs) | {n.name for n in layers}, c)
-        out[name] = BlockDecl(name, sig.params, sig.inputs, layers, outputs, sig.loc)
+        nodes = body.get("seq" if numbered else "layers")
+        if nodes is None:
+            c.error(body.loc, f"block '{name}' has no layers", "add layers: (or seq:) with a list of nodes")
+            continue
+        checked = check_body(nodes, numbered, sig.inputs, sigs, c, f"block '{name}'", outputs=body.get("outputs"))
+        out[name] = BlockDecl(name, sig.params, sig.inputs, checked, sig.loc)
     return out
 
 
@@ -263,10 +302,21 @@ def _block_inputs(inode: Node | None, c: Collector) -> tuple[str, ...]:
     return tuple(names) or ("x",)
 
 
+def _uses(body: Body) -> list[tuple[str, Loc]]:
+    """Blocks a body calls, inline groups included."""
+    out = []
+    for n in body.nodes:
+        if n.block:
+            out.append((n.block, n.loc))
+        if n.group is not None:
+            out.extend(_uses(n.group))
+    return out
+
+
 def _recursion(blocks: dict[str, BlockDecl], c: Collector) -> None:
     """Refuse a block that uses itself, directly or through others (a depth-first search that
     visits each block once, so a diamond of blocks cannot make it exponential)."""
-    uses = {name: [(n.block, n.loc) for n in b.layers if n.block] for name, b in blocks.items()}
+    uses = {name: _uses(b.body) for name, b in blocks.items()}
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(name: str, path: list[str]) -> None:

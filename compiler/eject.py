@@ -1,191 +1,302 @@
 """Eject: standalone, readable PyTorch source for a compiled spec (`specc build --emit-python`).
 
-One `nn.Module` class per block (per distinct configuration of it), a top-level class named after
-the spec, attribute names equal to the spec's node names (so `state_dict` keys match the compiled
-model's), and a `forward` with the spec's names as local variables. It imports torch, math and
-typing only (plus the defining package of any plugin op).
+One `nn.Module` class per block or group (per distinct configuration of it; two instances whose
+code is the same share one class), a top-level class named after the spec, attribute names equal
+to the spec's node names (so `state_dict` keys match the compiled model's), and a `forward` with
+the spec's names as local variables. Numbered bodies (`seq:`) become `nn.Sequential` subclasses.
+Each call is written through the op's calling convention, the one lowering uses. The file imports
+torch, math and typing only (plus the defining package of any plugin op).
 """
 from __future__ import annotations
 
+import inspect
 import math
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
+from .calls import Call
 from .errors import SpecError
+from .graph import GNode, Item, Scope, Val
 from .lower import class_name
-from .resolve import Item, Scope, Val
 from .shapes import TypedGraph
 
-_RESERVED = {"self", "torch", "nn", "F", "math", "typing", "layer", "block", "super", "range"}
+_RESERVED = {"self", "torch", "nn", "F", "math", "typing", "layer", "block", "super", "range", "OrderedDict"}
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ARITH = {"//": "//", "-": "-", "+": "+", "*": "*"}
 
 
-def _fn_name(target: Any) -> str:
-    for prefix, namespace in (("torch", torch), ("F", F)):
-        name = getattr(target, "__name__", "")
-        if getattr(namespace, name, None) is target:
-            return f"{prefix}.{name}"
-    raise SpecError.at(None, f"eject cannot name {target!r}")
+class Code(str):
+    """Source text of a value (as opposed to a literal to be written with repr)."""
 
 
-def _lit(value: Any) -> str:
+def lit(value: Any) -> str:
+    if isinstance(value, Code):
+        return str(value)
     if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
         return f"float({str(value)!r})"
     if isinstance(value, list):
-        return "(" + ", ".join(_lit(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+        return "[" + ", ".join(lit(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(lit(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, slice):
+        parts = ["" if x is None else lit(x) for x in (value.start, value.stop, value.step)]
+        return ":".join(parts[:2] if value.step is None else parts)
+    if value is Ellipsis:
+        return "..."
     return repr(value)
+
+
+def fn_name(target: str) -> str:
+    """`torch.nn.functional.gelu` -> `F.gelu`; `torch.add` stays."""
+    return "F." + target[len("torch.nn.functional."):] if target.startswith("torch.nn.functional.") else \
+        "nn." + target[len("torch.nn."):] if target.startswith("torch.nn.") else target
+
+
+@dataclass
+class _Names:
+    """The values a class's forward can name: its inputs, its locals, and free values it asks for."""
+
+    exprs: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    taken: set[str] = field(default_factory=set)
+    free: list[tuple[Val, str]] = field(default_factory=list)
+    closed: bool = False  # a block or the top level: every value must already be known
+
+    def local(self, name: str) -> str:
+        base = name + "_" if name in _RESERVED else name
+        return base
+
+    def bind(self, v: Val, code: str) -> None:
+        self.exprs[(v.node, v.index)] = code
+
+    def expr(self, v: Val) -> str:
+        key = (v.node, v.index)
+        if key in self.exprs:
+            return self.exprs[key]
+        base = self.exprs.get((v.node, None))
+        if base is not None and v.index is not None:
+            return f"{base}[{v.index}]"
+        if self.closed:
+            raise SpecError.at(None, f"eject: no expression for value {v}")
+        name = self.local(re.sub(r"\W", "_", v.node + (f"_{v.index}" if v.index is not None else "")))
+        self.free.append((v, name))
+        self.exprs[key] = name
+        return name
+
+
+class _CodeEmitter:
+    """The eject backend of `calls.Emitter`: every request is a Python expression."""
+
+    def __init__(self, typed: TypedGraph, node: GNode, names: _Names):
+        self.typed, self.node, self.names = typed, node, names
+
+    def size(self, x: str, dim: int) -> Code:
+        return Code(f"{x}.size({dim})")
+
+    def attr(self, x: str, name: str) -> Code:
+        return Code(f"{x}.{name}")
+
+    def dim(self, symbol: str) -> Code:
+        v, axis, (op, k) = self.typed.dim_source(self.node, symbol)  # type: ignore[misc]
+        size = f"{self.names.expr(v)}.size({axis})"
+        return Code(size if not op else f"{size} {_ARITH[op]} {k}")
+
+    def call(self, call: Call) -> Code:
+        return Code(render(call, ""))
+
+
+def render(call: Call, callee: str) -> str:
+    args = [lit(a) for a in call.args] + [f"{k}={lit(v)}" for k, v in call.kwargs.items()]
+    if call.kind == "module":
+        return f"{callee}({', '.join(args)})"
+    if call.kind == "tensor":
+        return callee
+    if call.kind == "getitem":
+        index = call.args[1]
+        inside = ", ".join(lit(i) for i in index) if isinstance(index, tuple) else lit(index)
+        return f"{lit(call.args[0])}[{inside}]"
+    if call.kind == "method":
+        return f"{lit(call.args[0])}.{call.target}({', '.join(args[1:])})"
+    return f"{fn_name(call.target)}({', '.join(args)})"
 
 
 class _Ejector:
     def __init__(self, typed: TypedGraph, spec_name: str):
-        self.typed = typed
-        self.spec_name = spec_name
-        self.classes: dict[Any, str] = {}
+        self.typed, self.spec_name = typed, spec_name
+        self.classes: dict[str, str] = {}  # class text (with NAME) -> class name
         self.sources: list[str] = []
         self.imports: set[str] = set()
+        self.helpers: dict[str, str] = {}  # specc's own modules, copied into the file
 
-    # --- configuration signatures, so identical block instances share one class ----------
-
-    def signature(self, scope: Scope) -> Any:
-        parts = []
-        for item in scope.items:
-            if item.kind == "op":
-                parts.append((item.name, item.repeat, tuple(
-                    (n.op.name, repr(sorted(self.typed.info[n.path].args.items()))) for n in item.nodes)))
-            else:
-                parts.append((item.name, item.repeat, tuple(self.class_for(s) for s in item.scopes)))
-        return (scope.block, tuple(parts))
-
-    def class_for(self, scope: Scope) -> str:
-        sig = self.signature(scope)
-        if sig not in self.classes:
-            base = class_name(scope.block or self.spec_name)
-            taken = set(self.classes.values())
-            name, k = base, 2
-            while name in taken or name == class_name(self.spec_name) and scope.block is not None:
+    def class_for(self, scope: Scope, top: bool = False) -> tuple[str, list[tuple[Val, str]]]:
+        names = _Names(closed=scope.kind != "group")
+        text = _ClassWriter(self, scope, names).text()
+        if text not in self.classes:
+            base = class_name(self.spec_name) if top else class_name(scope.block or "group")
+            taken, name, k = set(self.classes.values()) | {class_name(self.spec_name)}, base, 2
+            while name in taken and not top:
                 name, k = f"{base}{k}", k + 1
-            self.classes[sig] = name
-            self.sources.append(self.emit_class(name, scope))
-        return self.classes[sig]
+            self.classes[text] = name
+            self.sources.append(text.replace("class NAME(", f"class {name}(", 1))
+        return self.classes[text], names.free
 
-    # --- code -----------------------------------------------------------------------------
-
-    def module_ctor(self, node: Any) -> str:
+    def ctor(self, node: GNode) -> str:
         op = node.op
         args = self.typed.info[node.path].args
-        order = [k for k in op.args if k in args] + [k for k in args if k not in op.args]  # signature order
-        kwargs = ", ".join(f"{k}={_lit(args[k])}" for k in order)
+        ctor = op.ctor_args(args)
+        order = [k for k in op.args if k in ctor] + [k for k in ctor if k not in op.args]  # signature order
+        kwargs = ", ".join(f"{k}={lit(tuple(ctor[k]) if isinstance(ctor[k], list) else ctor[k])}" for k in order)
+        target = op.target
         if op.plugin:
-            module = op.target.__module__
-            self.imports.add(f"from {module} import {op.target.__name__}  # plugin op from {op.plugin}")
-            return f"{op.target.__name__}({kwargs})"
-        return f"nn.{op.name}({kwargs})"
+            self.imports.add(f"from {target.__module__} import {target.__name__}  # plugin op from {op.plugin}")
+            return f"{target.__name__}({kwargs})"
+        if target.startswith("compiler.modules."):
+            from . import modules
+            cls = getattr(modules, target.rsplit(".", 1)[1])
+            self.helpers[cls.__name__] = inspect.getsource(cls)
+            return f"{cls.__name__}({kwargs})"
+        return f"{fn_name(target)}({kwargs})"
 
-    def emit_class(self, name: str, scope: Scope) -> str:
-        exprs: dict[tuple[str, int | None], str] = {}
+    def tensor(self, node: GNode) -> str:
+        args = self.typed.info[node.path].args
+        shape = ", ".join(str(d) for d in args["shape"])
+        dtype = f", dtype=torch.{args.get('dtype', 'float32')}"
+        init = args.get("init", "zeros")
+        name, value = (init, None) if isinstance(init, str) else next(iter(init.items()))
+        make = {"zeros": f"torch.zeros({shape}{dtype})", "ones": f"torch.ones({shape}{dtype})",
+                "constant": f"torch.full(({shape},), {value!r}{dtype})",
+                "normal": f"torch.empty({shape}{dtype}).normal_(0.0, {value!r})",
+                "trunc_normal": f"nn.init.trunc_normal_(torch.empty({shape}{dtype}), std={value!r})",
+                "uniform": f"torch.empty({shape}{dtype}).uniform_({value[0]!r}, {value[1]!r})"
+                if isinstance(value, list) else ""}[name]
+        if node.op.name == "Parameter":
+            grad = "" if args.get("requires_grad", True) else ", requires_grad=False"
+            return f"nn.Parameter({make}{grad})"
+        return make
+
+
+class _ClassWriter:
+    """The source of one scope's class (named NAME until the ejector names it)."""
+
+    def __init__(self, ej: _Ejector, scope: Scope, names: _Names):
+        self.ej, self.scope, self.names = ej, scope, names
+        self.init: list[str] = []
+        self.body: list[str] = []
+        self.numbered = scope.numbered
+
+    def text(self) -> str:
         params = []
-        for inp_name, val in zip(scope.input_names, scope.inputs):
-            local = _local(inp_name)
+        for inp_name, val in zip(self.scope.input_names, self.scope.inputs):
+            local = self.names.local(re.sub(r"\W", "_", val.node) if inp_name == "^in" else inp_name)
             params.append(local)
-            exprs.setdefault((val.node, val.index), local)
-        init: list[str] = []
-        body: list[str] = []
-        for item in scope.items:
-            local = _local(item.name)
-            ins = [self.expr(v, exprs) for v in item.inputs]
-            if item.kind == "op":
-                self.emit_op(item, local, ins, init, body, exprs)
-            else:
-                self.emit_block(item, local, ins, init, body, exprs)
-        outs = [self.expr(v, exprs) for v in scope.outputs]
-        if len(outs) == 1:
-            body.append(f"return {outs[0]}")
-        else:
-            body.append("return " + ", ".join(outs))
-        doc = f"block '{scope.block}'" if scope.block else f"the spec '{self.spec_name}'"
-        lines = [f"class {name}(nn.Module):", f'    """{doc} (generated by specc)."""', "",
+            self.names.exprs.setdefault((val.node, val.index), local)
+        for item in self.scope.items:
+            self.item(item)
+        outs = [self.names.expr(v) for v in self.scope.outputs]
+        self.body.append("return " + ", ".join(outs))
+        params += [name for _, name in self.names.free]
+        doc = f"block '{self.scope.block}'" if self.scope.kind == "block" else \
+            f"group '{self.scope.block}'" if self.scope.kind == "group" else "the spec"
+        base = "nn.Sequential" if self.numbered else "nn.Module"
+        lines = [f"class NAME({base}):", f'    """{doc} (generated by specc)."""', "",
                  "    def __init__(self) -> None:", "        super().__init__()"]
-        lines += ["        " + line for line in init]
+        lines += ["        " + line for line in self.init]
         lines += ["", f"    def forward(self, {', '.join(params)}):"]
-        lines += ["        " + line for line in body]
+        lines += ["        " + line for line in self.body]
         return "\n".join(lines)
 
-    def expr(self, v: Val, exprs: dict) -> str:
-        key = (v.node, v.index)
-        if key in exprs:
-            return exprs[key]
-        base = exprs.get((v.node, None))
-        if base is not None and v.index is not None:
-            return f"{base}[{v.index}]"
-        raise SpecError.at(None, f"eject: no expression for value {v}")
+    def attr(self, key: str) -> str:
+        return f"self[{key}]" if key.isdigit() else f"self.{key}" if _IDENT.fullmatch(key) else \
+            f"self.get_submodule({key!r})"
 
-    def emit_op(self, item: Item, local: str, ins: list[str], init: list[str], body: list[str], exprs: dict) -> None:
+    def add(self, key: str, ctor: str) -> None:
+        if key.isdigit() or not _IDENT.fullmatch(key):
+            self.init.append(f"self.add_module({key!r}, {ctor})")
+        else:
+            self.init.append(f"self.{key} = {ctor}")
+
+    def item(self, item: Item) -> None:
+        local = self.names.local(item.name)
+        if item.kind == "op":
+            self.op_item(item, local)
+        else:
+            self.scope_item(item, local)
+        out = item.output
+        if isinstance(out, list):
+            for i, v in enumerate(out):
+                self.names.exprs.setdefault((v.node, v.index), f"{local}[{i}]")
+        else:
+            self.names.bind(out, local)
+
+    def op_item(self, item: Item, local: str) -> None:
         node = item.nodes[0]
-        op = node.op
-        if op.kind == "module":
-            if item.repeat:
-                ctors = ", ".join(self.module_ctor(n) for n in item.nodes)
-                init.append(f"self.{item.name} = nn.ModuleList([{ctors}])")
-                body += [f"{local} = {ins[0]}", f"for layer in self.{item.name}:", f"    {local} = layer({local})"]
-            else:
-                init.append(f"self.{item.name} = {self.module_ctor(node)}")
-                call_args = [ins[0]] * 3 if op.name == "MultiheadAttention" and len(ins) == 1 else ins
-                body.append(f"{local} = self.{item.name}({', '.join(call_args)})")
-        else:
+        kind = node.op.kind
+        if kind == "function":
             for i, n in enumerate(item.nodes):
-                src = ins if i == 0 else [local]
-                body.append(f"{local} = {self.call(n, src)}")
-        last = item.nodes[-1]
-        exprs[(last.path, None)] = local
-
-    def call(self, node: Any, ins: list[str]) -> str:
-        op, fn = node.op, _fn_name(node.op.target)
-        kwargs = dict(node.args)
-        if op.name == "reshape":
-            shape = self.typed.shape_of(node.inputs[0])
-            dims = []
-            for d in kwargs["shape"]:
-                if isinstance(d, str):
-                    if d not in shape:
-                        raise SpecError.at(node.loc, f"eject: reshape '{node.path}' names dim '{d}', which its input "
-                                           "does not carry", "reshape with -1 for that dim")
-                    dims.append(f"{ins[0]}.size({list(shape).index(d)})")
-                else:
-                    dims.append(repr(d))
-            return f"{fn}({ins[0]}, shape=[{', '.join(dims)}])"
-        if "other" in kwargs:
-            return f"{fn}({ins[0]}, {_lit(kwargs.pop('other'))})"
-        rest = ", ".join(f"{k}={_lit(v)}" for k, v in kwargs.items())
-        first = f"[{', '.join(ins)}]" if op.name in ("cat", "stack") else ", ".join(ins)
-        return f"{fn}({first}{', ' + rest if rest else ''})"
-
-    def emit_block(self, item: Item, local: str, ins: list[str], init: list[str], body: list[str],
-                   exprs: dict) -> None:
-        names = [self.class_for(s) for s in item.scopes]
-        last = item.scopes[-1]
-        if item.repeat:
-            if len(set(names)) == 1:
-                init.append(f"self.{item.name} = nn.ModuleList([{names[0]}() for _ in range({len(names)})])")
+                ins = [None if v is None else Code(self.names.expr(v)) for v in n.inputs] if i == 0 else [Code(local)]
+                call = n.op.bind(_CodeEmitter(self.ej.typed, n, self.names), ins, n.args, n.op)
+                self.body.append(f"{local} = {render(call, '')}")
+            return
+        make = self.ej.ctor if kind == "module" else self.ej.tensor
+        if not item.repeat:
+            if kind == "tensor" and node.op.name == "Buffer":
+                self.init.append(f"self.register_buffer({item.keys[0]!r}, {make(node)}, "
+                                 f"persistent={node.args.get('persistent', True)!r})")
+            elif kind == "tensor":
+                self.init.append(f"self.register_parameter({item.keys[0]!r}, {make(node)})")
             else:
-                init.append(f"self.{item.name} = nn.ModuleList([{', '.join(n + '()' for n in names)}])")
-            if len(ins) == 1:
-                body += [f"{local} = {ins[0]}", f"for block in self.{item.name}:", f"    {local} = block({local})"]
+                self.add(item.keys[0], make(node))
+            ins = [None if v is None else Code(self.names.expr(v)) for v in node.inputs]
+            call = node.op.bind(_CodeEmitter(self.ej.typed, node, self.names), ins, node.args, node.op)
+            key = item.keys[0]
+            callee = f"getattr(self, {key!r})" if kind == "tensor" and not _IDENT.fullmatch(key) else self.attr(key)
+            self.body.append(f"{local} = {render(call, callee)}")
+            return
+        self.repeated(item, local, [make(n) for n in item.nodes], lambda callee: self.module_call(item, callee))
+
+    def module_call(self, item: Item, callee: str) -> str:
+        node = item.nodes[0]
+        call = node.op.bind(_CodeEmitter(self.ej.typed, node, self.names), [Code("_x")], node.args, node.op)
+        return render(call, callee)
+
+    def repeated(self, item: Item, local: str, ctors: list[str], call: Any) -> None:
+        """Copies of one node, each reading the previous: a ModuleList (name.0 ...), a ModuleDict
+        (name.encoder_layer_0 ...), or consecutive children of a Sequential."""
+        first = self.names.expr(item.inputs[0]) if len(item.inputs) == 1 else \
+            "(" + ", ".join(self.names.expr(v) for v in item.inputs) + ")"
+        star = "" if len(item.inputs) == 1 else "*"
+        if self.numbered and item.keys[0].isdigit():
+            for key, ctor in zip(item.keys, ctors):
+                self.add(key, ctor)
+            lo, hi = int(item.keys[0]), int(item.keys[-1]) + 1
+            container = f"self[{lo}:{hi}]"
+        else:
+            prefix = item.name + "."
+            keys = [k[len(prefix):] for k in item.keys]
+            if all(k.isdigit() for k in keys):
+                same = len(set(ctors)) == 1 and len(ctors) > 1
+                listed = f"[{ctors[0]} for _ in range({len(ctors)})]" if same else "[" + ", ".join(ctors) + "]"
+                self.add(item.name, f"nn.ModuleList({listed})")
+                container = f"self.{item.name}"
             else:
-                body += [f"{local} = ({', '.join(ins)})", f"for block in self.{item.name}:",
-                         f"    {local} = block(*{local})"]
-        else:
-            init.append(f"self.{item.name} = {names[0]}()")
-            body.append(f"{local} = self.{item.name}({', '.join(ins)})")
-        if len(last.outputs) == 1:
-            exprs[(last.outputs[0].node, last.outputs[0].index)] = local
-        else:
-            for i, v in enumerate(last.outputs):
-                exprs.setdefault((v.node, v.index), f"{local}[{i}]")
+                pairs = ", ".join(f"{k!r}: {c}" for k, c in zip(keys, ctors))
+                self.add(item.name, f"nn.ModuleDict({{{pairs}}})")
+                container = f"self.{item.name}.values()"
+        self.body += [f"{local} = {first}", f"for layer in {container}:",
+                      f"    {local} = {call('layer').replace('_x', star + local, 1)}"]
 
-
-def _local(name: str) -> str:
-    return name + "_" if name in _RESERVED else name
+    def scope_item(self, item: Item, local: str) -> None:
+        built = [self.ej.class_for(s) for s in item.scopes]
+        free_names = [[self.names.expr(v) for v, _ in free] for _, free in built]
+        if not item.repeat:
+            name, _ = built[0]
+            self.add(item.keys[0], f"{name}()")
+            ins = [self.names.expr(v) for v in item.inputs if v is not None] + free_names[0]
+            self.body.append(f"{local} = {self.attr(item.keys[0])}({', '.join(ins)})")
+            return
+        if any(free_names):
+            raise SpecError.at(None, f"eject: repeated group '{item.name}' reads values from outside itself")
+        self.repeated(item, local, [f"{n}()" for n, _ in built], lambda callee: f"{callee}(_x)")
 
 
 def eject(typed: TypedGraph, spec_name: str, source: str = "") -> str:
@@ -196,11 +307,19 @@ def eject(typed: TypedGraph, spec_name: str, source: str = "") -> str:
     e = _Ejector(typed, spec_name)
     root = typed.graph.root
     assert root is not None
-    top = e.class_for(root)
+    top, free = e.class_for(root, top=True)
+    assert not free
+    ties = [f"        self.get_submodule({n.path!r}).{t.param} = self.get_parameter({t.key!r})"
+            for n in typed.graph.nodes for t in n.ties]
+    if ties:  # the shared tensors, once every child exists
+        text = e.sources[-1]
+        head, _, rest = text.partition("\n\n    def forward")
+        e.sources[-1] = head + "\n" + "\n".join(ties) + "\n\n    def forward" + rest
     header = [f'"""{class_name(spec_name)}: generated by specc from {source or "a spec"}.',
               "", "Standalone PyTorch: load the run's weights with",
               f"    model = {top}(); model.load_state_dict(safetensors.torch.load_file('model.safetensors'))",
-              '"""', "import math  # noqa: F401", "import typing  # noqa: F401", "", "import torch",
-              "import torch.nn as nn", "import torch.nn.functional as F  # noqa: F401"]
+              '"""', "import math  # noqa: F401", "import typing  # noqa: F401", "from typing import Optional  # noqa: F401",
+              "", "import torch", "import torch.nn as nn", "import torch.nn.functional as F  # noqa: F401"]
     header += sorted(e.imports)
-    return "\n".join(header) + "\n\n\n" + "\n\n\n".join(e.sources) + "\n"
+    helpers = list(e.helpers.values())
+    return "\n".join(header) + "\n\n\n" + "\n\n\n".join(helpers + e.sources) + "\n"

@@ -106,6 +106,13 @@ class Collector:
             raise SpecError(self.diagnostics)
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's first line (its type's name if it has no message), ANSI escapes removed."""
+    import re
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
+    return (text[0].strip() if text else type(e).__name__)[:limit]
+
+
 def did_you_mean(word: str, choices: Iterable[str], what: str = "") -> str:
     """A difflib suggestion, or a list of the choices when there are few and none is close."""
     choices = sorted({str(c) for c in choices})

@@ -1,8 +1,10 @@
-"""Safe arithmetic for `$p` and `${...}`: a whitelist walk over Python's `ast`, never `eval`.
+"""Safe expressions for `$p` and `${...}`: a whitelist walk over Python's `ast`, never `eval`.
 
-Allowed: numbers, param names, `+ - * / // % **`, unary `+ -`, parentheses and the calls
-`min max abs round floor ceil sqrt int`. Attributes, subscripts, strings, comparisons and every
-other construct are errors. Results are bounded so `10**10**10` cannot hang the compiler.
+Allowed: numbers, booleans, quoted strings, list literals, param names (and `i`, the repeat
+index), `+ - * / // % **`, unary `+ - not`, comparisons (`== != < <= > >=`, chained),
+`and`/`or`, `a if c else b`, indexing a list (`layers[1]`, `layers[-1]`) and the calls
+`min max abs round floor ceil sqrt int float len`. Attributes, slices, lambdas, comprehensions and
+every other construct are errors. Results are bounded so `10**10**10` cannot hang the compiler.
 """
 from __future__ import annotations
 
@@ -12,25 +14,33 @@ import operator
 import re
 from typing import Any, Mapping
 
-from .errors import Loc, SpecError, did_you_mean
+from .errors import Collector, Loc, SpecError, did_you_mean
+from .source import Node
 
 MAX_EXPR_LEN = 500
 MAX_MAGNITUDE = 2**63
+MAX_LIST = 10_000
 
 _BINOPS = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
 }
+_COMPARE = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
 _FUNCS = {
     "min": min, "max": max, "abs": abs, "round": round, "floor": math.floor, "ceil": math.ceil,
-    "sqrt": math.sqrt, "int": int,
+    "sqrt": math.sqrt, "int": int, "float": float, "len": len,
 }
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _TEMPLATE = re.compile(r"\$\{([^{}]*)\}")
+_ALLOWED = "numbers, params, + - * / // % **, comparisons, and/or/not, a if c else b, list[i], and " \
+           "min max abs round floor ceil sqrt int float len"
 
 
 class ExprError(Exception):
-    """Raised inside the walk; turned into a located `SpecError` by `evaluate`."""
+    """Raised inside the walk; turned into a located `SpecError` by `eval_expr`."""
 
     def __init__(self, message: str, hint: str = ""):
         super().__init__(message)
@@ -44,27 +54,62 @@ def _number(x: Any) -> bool:
 def _check(x: Any) -> Any:
     if _number(x) and (abs(x) >= MAX_MAGNITUDE or (isinstance(x, float) and math.isnan(x))):
         raise ExprError("expression result is out of range", "keep values within ±2**63")
+    if isinstance(x, (list, str)) and len(x) > MAX_LIST:
+        raise ExprError("expression result is too long", f"keep lists and strings under {MAX_LIST} items")
     return x
 
 
-def _walk(node: ast.AST, scope: Mapping[str, Any]) -> Any:
-    if isinstance(node, ast.Expression):
-        return _walk(node.body, scope)
-    if isinstance(node, ast.Constant) and _number(node.value):
-        return _check(node.value)
-    if isinstance(node, ast.Name):
-        if node.id not in scope:
-            raise ExprError(f"unknown param '{node.id}' in expression", did_you_mean(node.id, scope, "param"))
-        value = scope[node.id]
-        if not _number(value):
-            raise ExprError(f"param '{node.id}' is {type(value).__name__}, not a number",
-                            "only numeric params can be used in ${...}")
-        return value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        v = _walk(node.operand, scope)
+def _kind(x: Any) -> str:
+    return "a boolean" if isinstance(x, bool) else "a number" if _number(x) else "a string" if isinstance(x, str) \
+        else "a list" if isinstance(x, list) else "null" if x is None else type(x).__name__
+
+
+class _Walker:
+    def __init__(self, scope: Mapping[str, Any]):
+        self.scope = scope
+
+    def walk(self, node: ast.AST) -> Any:
+        method = getattr(self, type(node).__name__.lower(), None)
+        if method is None:
+            what = type(node).__name__.lower()
+            raise ExprError(f"'{what}' is not allowed in expressions", f"use {_ALLOWED}")
+        return method(node)
+
+    def expression(self, node: ast.Expression) -> Any:
+        return self.walk(node.body)
+
+    def constant(self, node: ast.Constant) -> Any:
+        if isinstance(node.value, (bool, int, float, str)) and not isinstance(node.value, complex):
+            return _check(node.value)
+        raise ExprError(f"constant {node.value!r} is not allowed in expressions", f"use {_ALLOWED}")
+
+    def name(self, node: ast.Name) -> Any:
+        if node.id in ("True", "False", "None"):
+            return {"True": True, "False": False, "None": None}[node.id]
+        if node.id not in self.scope:
+            raise ExprError(f"unknown param '{node.id}' in expression", did_you_mean(node.id, self.scope, "param"))
+        return self.scope[node.id]
+
+    def list(self, node: ast.List) -> Any:
+        return _check([self.walk(e) for e in node.elts])
+
+    def unaryop(self, node: ast.UnaryOp) -> Any:
+        v = self.walk(node.operand)
+        if isinstance(node.op, ast.Not):
+            return not v
+        if not _number(v):
+            raise ExprError(f"cannot negate {_kind(v)}", "unary + and - take numbers")
         return -v if isinstance(node.op, ast.USub) else +v
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        a, b = _walk(node.left, scope), _walk(node.right, scope)
+
+    def binop(self, node: ast.BinOp) -> Any:
+        if type(node.op) not in _BINOPS:
+            raise ExprError(f"operator '{type(node.op).__name__}' is not allowed in expressions", f"use {_ALLOWED}")
+        a, b = self.walk(node.left), self.walk(node.right)
+        numbers = (_number(a) or isinstance(a, bool)) and (_number(b) or isinstance(b, bool))
+        lists = isinstance(node.op, ast.Add) and isinstance(a, list) and isinstance(b, list)
+        if not numbers and not lists:
+            bad = a if not (_number(a) or isinstance(a, bool)) else b
+            raise ExprError(f"{_kind(bad)} is not a number in arithmetic", "only numbers take + - * / // % **")
         if isinstance(node.op, ast.Pow) and (abs(b) > 256 or (abs(a) > 1 and abs(b) * math.log2(abs(a)) > 64)):
             raise ExprError("expression result is out of range", "keep values within ±2**63")
         try:
@@ -73,18 +118,59 @@ def _walk(node: ast.AST, scope: Mapping[str, Any]) -> Any:
             raise ExprError("division by zero in expression", "check the divisor") from None
         except (OverflowError, ValueError, TypeError) as e:
             raise ExprError(f"cannot compute expression: {e}") from None
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+
+    def compare(self, node: ast.Compare) -> Any:
+        left = self.walk(node.left)
+        for op, right_node in zip(node.ops, node.comparators):
+            if type(op) not in _COMPARE:
+                raise ExprError(f"'{type(op).__name__.lower()}' is not allowed in expressions", f"use {_ALLOWED}")
+            right = self.walk(right_node)
+            try:
+                ok = _COMPARE[type(op)](left, right)
+            except TypeError:
+                raise ExprError(f"cannot compare {_kind(left)} with {_kind(right)}") from None
+            if not ok:
+                return False
+            left = right
+        return True
+
+    def boolop(self, node: ast.BoolOp) -> Any:
+        value: Any = None
+        for v in node.values:
+            value = self.walk(v)
+            if isinstance(node.op, ast.And) and not value or isinstance(node.op, ast.Or) and value:
+                return value
+        return value
+
+    def ifexp(self, node: ast.IfExp) -> Any:
+        return self.walk(node.body) if self.walk(node.test) else self.walk(node.orelse)
+
+    def subscript(self, node: ast.Subscript) -> Any:
+        seq = self.walk(node.value)
+        if isinstance(node.slice, ast.Slice):
+            raise ExprError("slices are not allowed in expressions", "index one element: layers[1]")
+        index = self.walk(node.slice)
+        if not isinstance(seq, list):
+            raise ExprError(f"cannot index {_kind(seq)}", "only list params can be indexed: ${layers[1]}")
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise ExprError(f"a list index must be an integer, not {_kind(index)}", "write ${layers[1]}")
+        if not -len(seq) <= index < len(seq):
+            raise ExprError(f"index {index} is out of range for a list of {len(seq)}",
+                            f"use 0 … {len(seq) - 1}" if seq else "the list is empty")
+        return seq[index]
+
+    def call(self, node: ast.Call) -> Any:
+        if not isinstance(node.func, ast.Name) or node.keywords:
+            shown = ast.unparse(node.func)[:40]
+            raise ExprError(f"calling '{shown}' is not allowed in expressions", f"use {_ALLOWED}")
         name = node.func.id
         if name not in _FUNCS:
             raise ExprError(f"unknown function '{name}' in expression", did_you_mean(name, _FUNCS, "function"))
-        args = [_walk(a, scope) for a in node.args]
+        args = [self.walk(a) for a in node.args]
         try:
             return _check(_FUNCS[name](*args))
         except (TypeError, ValueError, OverflowError) as e:
             raise ExprError(f"cannot compute {name}(): {e}") from None
-    what = type(node).__name__.lower()
-    raise ExprError(f"'{what}' is not allowed in expressions",
-                    "use numbers, params, + - * / // % ** and min max abs round floor ceil sqrt int")
 
 
 def eval_expr(text: str, scope: Mapping[str, Any], loc: Loc) -> Any:
@@ -96,7 +182,7 @@ def eval_expr(text: str, scope: Mapping[str, Any], loc: Loc) -> Any:
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise SpecError.at(loc, f"invalid expression '${{{text}}}'", "write arithmetic such as ${dim * 4}") from None
     try:
-        return _walk(tree, scope)
+        return _Walker(scope).walk(tree)
     except ExprError as e:
         raise SpecError.at(loc, e.message, e.hint) from None
     except RecursionError:
@@ -108,7 +194,7 @@ def is_expr(value: Any) -> bool:
 
 
 def eval_string(text: str, scope: Mapping[str, Any], loc: Loc) -> Any:
-    """`$p` alone is the param with its type; `${...}` alone is a number; text around makes a string."""
+    """`$p` alone is the param with its type; `${...}` alone is its value; text around makes a string."""
     whole = _PARAM.fullmatch(text)
     if whole:
         name = whole.group(1)
@@ -133,3 +219,28 @@ def eval_string(text: str, scope: Mapping[str, Any], loc: Loc) -> Any:
 
 def _fmt(x: Any) -> str:
     return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+# --- located values -------------------------------------------------------------------------
+
+FAILED = object()  # what `try_evaluate` returns when the value's error went to the collector
+
+
+def evaluate(node: Node, scope: Mapping[str, Any]) -> Any:
+    """A located value with `$p` / `${...}` evaluated in `scope`, recursively."""
+    if node.is_map:
+        return {k: evaluate(v, scope) for k, v in node.value.items()}
+    if node.is_seq:
+        return [evaluate(v, scope) for v in node.value]
+    if isinstance(node.value, str) and "$" in node.value:
+        return eval_string(node.value, scope, node.loc)
+    return node.value
+
+
+def try_evaluate(node: Node, scope: Mapping[str, Any], c: Collector) -> Any:
+    """`evaluate`, with its error recorded in `c`; returns `FAILED` when it failed."""
+    try:
+        return evaluate(node, scope)
+    except SpecError as e:
+        c.extend(e)
+        return FAILED

@@ -1,8 +1,9 @@
 """Lower a typed graph to a `torch.fx.GraphModule` with real weights.
 
 Submodules live at their spec paths (`layers.2.attn.q`), so state_dict keys follow the spec's
-node names and block nesting. The generated `forward` is straight-line code: no interpreter
-runs at call time, and `print(model.code)` reads like the spec.
+node names and nesting. Each node is emitted through its op's calling convention (`calls`), the
+one shape inference ran. The generated `forward` is straight-line code: no interpreter runs at
+call time, and `print(model.code)` reads like the spec.
 """
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import operator
 import re
 from typing import Any
 
+import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .resolve import GNode, Val
-from .shapes import TypedGraph
+from .calls import Call
+from .graph import GNode, Val
+from .shapes import DTYPES, TypedGraph
+from .targets import resolve
 
 _UNSAFE = re.compile(r"[^0-9A-Za-z_]")
+_ARITH = {"//": operator.floordiv, "-": operator.sub, "+": operator.add, "*": operator.mul}
 
 
 def class_name(spec_name: str) -> str:
@@ -26,7 +31,8 @@ def class_name(spec_name: str) -> str:
     return name if name[0].isalpha() else "M" + name
 
 
-def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
+def _owner(root: nn.Module, path: str) -> tuple[nn.Module, str]:
+    """The module that holds `path`'s last part, created as empty containers where needed."""
     *parents, leaf = path.split(".")
     owner = root
     for p in parents:
@@ -35,18 +41,81 @@ def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
             child = nn.Module()
             owner.add_module(p, child)
         owner = child
-    owner.add_module(leaf, module)
+    return owner, leaf
+
+
+def make_tensor(args: dict[str, Any]) -> torch.Tensor:
+    """The initial value of a Parameter or Buffer node."""
+    t = torch.empty(*args["shape"], dtype=DTYPES[args.get("dtype", "float32")])
+    init = args.get("init", "zeros")
+    name, value = (init, None) if isinstance(init, str) else next(iter(init.items()))
+    with torch.no_grad():
+        if name in ("zeros", "ones"):
+            t.fill_(0 if name == "zeros" else 1)
+        elif name == "constant":
+            t.fill_(value)
+        elif name == "normal":
+            t.normal_(0.0, value)
+        elif name == "trunc_normal":
+            nn.init.trunc_normal_(t, std=value)
+        else:
+            t.uniform_(value[0], value[1])
+    return t
 
 
 def build_modules(typed: TypedGraph) -> nn.Module:
-    """Instantiate every module op on the CPU in graph order (so a seed fixes every weight)."""
+    """Instantiate every module and tensor on the CPU in graph order (so a seed fixes every weight),
+    then tie the shared parameters."""
     root = nn.Module()
     for node in typed.graph.nodes:
+        args = typed.info[node.path].args
+        owner, leaf = (None, "") if node.op.kind == "function" else _owner(root, node.path)
         if node.op.kind == "module":
-            args = typed.info[node.path].args
-            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
-            _set_module(root, node.path, node.op.target(**kwargs))
+            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in node.op.ctor_args(args).items()}
+            owner.add_module(leaf, resolve(node.op.target)(**kwargs))
+        elif node.op.name == "Parameter":
+            owner.register_parameter(leaf, nn.Parameter(make_tensor(args), requires_grad=args.get("requires_grad", True)))
+        elif node.op.kind == "tensor":
+            owner.register_buffer(leaf, make_tensor(args), persistent=args.get("persistent", True))
+    for node in typed.graph.nodes:
+        for tie in node.ties:
+            target_owner, target_leaf = _owner(root, tie.key)
+            setattr(root.get_submodule(node.path), tie.param, getattr(target_owner, target_leaf))
     return root
+
+
+class _FxEmitter:
+    """The lowering backend of `calls.Emitter`: every request becomes an fx node."""
+
+    def __init__(self, g: fx.Graph, typed: TypedGraph, node: GNode, get: Any):
+        self.g, self.typed, self.node, self.get = g, typed, node, get
+
+    def size(self, x: fx.Node, dim: int) -> fx.Node:
+        return self.g.call_method("size", (x, dim))
+
+    def attr(self, x: fx.Node, name: str) -> fx.Node:
+        return self.g.call_function(getattr, (x, name))
+
+    def dim(self, symbol: str) -> fx.Node:
+        source = self.typed.dim_source(self.node, symbol)
+        assert source is not None, (self.node.path, symbol)  # shape inference checked it
+        v, axis, (op, k) = source
+        size = self.size(self.get(v), axis)
+        return size if not op else self.g.call_function(_ARITH[op], (size, k))
+
+    def call(self, call: Call) -> fx.Node:
+        return emit(self.g, call, self.node.path, None)
+
+
+def emit(g: fx.Graph, call: Call, path: str, name: str | None) -> fx.Node:
+    if call.kind == "module":
+        return g.create_node("call_module", path, call.args, call.kwargs, name=name)
+    if call.kind == "tensor":
+        return g.create_node("get_attr", path, name=name)
+    if call.kind == "method":
+        return g.create_node("call_method", call.target, call.args, call.kwargs, name=name)
+    target = operator.getitem if call.kind == "getitem" else resolve(call.target)
+    return g.create_node("call_function", target, call.args, call.kwargs, name=name)
 
 
 def lower(typed: TypedGraph, root: nn.Module | None = None) -> fx.GraphModule:
@@ -54,12 +123,12 @@ def lower(typed: TypedGraph, root: nn.Module | None = None) -> fx.GraphModule:
     graph = typed.graph
     root = root if root is not None else build_modules(typed)
     g = fx.Graph()
-    values: dict[str, fx.Node] = {}
-    for name in graph.inputs:
-        values[name] = g.placeholder(name)
+    values: dict[str, fx.Node] = {name: g.placeholder(name) for name in graph.inputs}
     items: dict[tuple[str, int], fx.Node] = {}
 
-    def get(v: Val) -> fx.Node:
+    def get(v: Val | None) -> Any:
+        if v is None:
+            return None
         base = values[v.node]
         if v.index is None:
             return base
@@ -70,10 +139,10 @@ def lower(typed: TypedGraph, root: nn.Module | None = None) -> fx.GraphModule:
         return items[key]
 
     for node in graph.nodes:
-        xs = [get(v) for v in node.inputs]
-        fx_node = _emit(g, node, xs, typed, values)
+        call = node.op.bind(_FxEmitter(g, typed, node, get), [get(v) for v in node.inputs], node.args, node.op)
+        fx_node = emit(g, call, node.path, _UNSAFE.sub("_", node.path))
         fx_node.meta["specc_path"] = node.path
-        fx_node.meta["specc_loc"] = str(node.loc)
+        fx_node.meta["specc_loc"] = node.loc
         values[node.path] = fx_node
     outs = [get(v) for _, v in graph.outputs]
     g.output(outs[0] if len(outs) == 1 else tuple(outs))
@@ -81,36 +150,3 @@ def lower(typed: TypedGraph, root: nn.Module | None = None) -> fx.GraphModule:
     gm.graph.lint()
     gm.specc_output_names = [n for n, _ in graph.outputs]
     return gm
-
-
-def _emit(g: fx.Graph, node: GNode, xs: list[fx.Node], typed: TypedGraph, values: dict) -> fx.Node:
-    name = _UNSAFE.sub("_", node.path)
-    op = node.op
-    if op.kind == "module":
-        if op.name == "MultiheadAttention" and len(xs) == 1:
-            xs = [xs[0], xs[0], xs[0]]
-        return g.create_node("call_module", node.path, tuple(xs), name=name)
-    kwargs: dict[str, Any] = dict(node.args)
-    if op.name == "reshape":
-        kwargs["shape"] = _reshape_dims(g, node, xs[0], typed, values)
-    if "other" in kwargs:
-        return g.create_node("call_function", op.target, (xs[0], kwargs.pop("other")), kwargs, name=name)
-    if op.name in ("cat", "stack"):
-        return g.create_node("call_function", op.target, (list(xs),), kwargs, name=name)
-    return g.create_node("call_function", op.target, tuple(xs), kwargs, name=name)
-
-
-def _reshape_dims(g: fx.Graph, node: GNode, x: fx.Node, typed: TypedGraph, values: dict) -> list:
-    """A symbolic name in a reshape becomes `.size(i)` of the reshaped tensor if it carries the
-    dim, else of the graph input that declares it."""
-    in_shape = list(typed.shape_of(node.inputs[0]))
-    dims: list[Any] = []
-    for d in node.args["shape"]:
-        if not isinstance(d, str):
-            dims.append(d)
-        elif d in in_shape:
-            dims.append(g.call_method("size", (x, in_shape.index(d))))
-        else:  # shapes checked that some input declares it
-            name, inp = next((n, i) for n, i in typed.graph.inputs.items() if d in i.shape)
-            dims.append(g.call_method("size", (values[name], list(inp.shape).index(d))))
-    return dims

@@ -6,19 +6,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import torch
-import torch.fx as fx
+from typing import TYPE_CHECKING
+
 import yaml
 
 from .check import check
 from .errors import Loc, SpecError
-from .source import Node, load_file, parse_text
-from .lower import build_modules, lower
 from .overrides import apply_overrides
-from .resolve import resolve
-from .shapes import TypedGraph, guard_size, infer_shapes
+from .source import Node, load_file, parse_text
 from .spec import Spec
-from .summary import summarize
+
+if TYPE_CHECKING:  # the front end (read, override, check) stays free of torch
+    import torch.fx as fx
+
+    from .shapes import TypedGraph
 
 Overrides = Mapping[str, Any] | Iterable[str] | None
 
@@ -26,8 +27,8 @@ Overrides = Mapping[str, Any] | Iterable[str] | None
 @dataclass
 class Compiled:
     spec: Spec
-    typed: TypedGraph
-    module: fx.GraphModule
+    typed: "TypedGraph"
+    module: "fx.GraphModule"
     summary: dict[str, Any]
 
 
@@ -71,21 +72,21 @@ def load(source: Any, params: Overrides = None) -> Spec:
 
 
 def compile_spec(spec: Spec, seed: int | None = None) -> Compiled:
-    """Resolve, infer shapes, guard the size, then build the weights and the fx module."""
-    graph = resolve(spec)
-    typed = infer_shapes(graph)
+    """Resolve, infer shapes, guard the size, then build the weights and the fx module.
+
+    The weights are seeded by `seed` (default: the spec's `train.seed`, else 0), and the caller's
+    RNG state is left as it was.
+    """
+    import torch
+
+    from .lower import build_modules, lower
+    from .resolve import resolve
+    from .shapes import guard_size, infer_shapes
+    from .summary import summarize
+    typed = infer_shapes(resolve(spec), spec.dims)
     guard_size(typed)
-    if seed is not None:
-        torch.manual_seed(seed)
-    module = lower(typed, build_modules(typed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed if seed is None else seed)
+        module = lower(typed, build_modules(typed))
     module.specc_spec_hash = spec.hash
     return Compiled(spec, typed, module, summarize(spec, typed))
-
-
-def build(source: Any, params: Overrides = None, seed: int | None = None) -> fx.GraphModule:
-    """Compile a spec into a `torch.fx.GraphModule`.
-
-    >>> model = build("specs/transformer_encoder.yaml", {"depth": 2})
-    >>> print(model.code)
-    """
-    return compile_spec(load(source, params), seed).module

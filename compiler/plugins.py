@@ -14,13 +14,14 @@ An entry point names a function that returns a list of declarations:
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from importlib import metadata
 from typing import Any
 
-import torch.nn as nn
-
+from . import calls
 from .ops import FORMATS, REQUIRED, Arg, Infer, OpDef
+from .types import from_python
 
 GROUP = "specc.ops"
 
@@ -34,13 +35,16 @@ def declare(decl: dict[str, Any], dist: str) -> OpDef:
     name = decl.get("name")
     if not isinstance(name, str) or not name[:1].isupper() or not name.isidentifier():
         raise PluginError(f"op name {name!r} must be a CamelCase identifier")
+    import torch.nn as nn  # a plugin is torch code: loading one imports torch
     cls = decl.get("module")
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise PluginError(f"op {name}: 'module' must be an nn.Module subclass")
     args = {}
     for arg, spec in dict(decl.get("args", {})).items():
         typ, default = spec if isinstance(spec, tuple) else (spec, REQUIRED)
-        args[arg] = Arg(arg, typ, default)
+        if default is inspect.Parameter.empty:
+            default = REQUIRED
+        args[arg] = Arg(arg, typ if isinstance(typ, str) else from_python(typ), default)
     infer = decl.get("infer")
     if infer is not None:
         arg, dim = infer
@@ -52,8 +56,10 @@ def declare(decl: dict[str, Any], dist: str) -> OpDef:
     if unknown:
         raise PluginError(f"op {name}: unknown export formats {sorted(unknown)}")
     inputs = tuple(decl.get("inputs", (1, 1)))
-    return OpDef(name, "module", cls, args, inputs, infer, int(decl.get("outputs", 1)), formats,
-                 doc=str(decl.get("doc", "")), plugin=dist)
+    lo, hi = inputs
+    slots = tuple(f"input{i}" if i else "input" for i in range(max(hi, lo, 1)))
+    return OpDef(name, "module", cls, args, slots, lo, hi == -1, infer, int(decl.get("outputs", 1)), calls.module,
+                 formats=formats, doc=str(decl.get("doc", "")), plugin=dist)
 
 
 def load_plugins(registry: dict[str, OpDef]) -> None:

@@ -1,106 +1,60 @@
-"""Resolve a `Spec` into a flat graph: blocks inlined, `repeat` unrolled, arguments evaluated.
+"""Resolve a `Spec` into a flat graph: blocks and groups inlined, repeats unrolled, conditions
+decided, arguments evaluated.
 
-Every graph node gets its qualified path (`layers.2.attn.q`), which becomes its submodule
-path and state_dict prefix, and keeps the YAML location of the node that produced it.
+Every graph node gets its module path (`layers.2.attn.q`, `features.3.conv.0.0`), which becomes
+its submodule path and state_dict prefix, and keeps the YAML location of the node it came from.
+A numbered body (`seq:`) numbers its children like nn.Sequential: a repeat takes consecutive
+numbers, an absent node (`when: false`, `repeat: 0`) takes none and passes its input through.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
-from .check import evaluate
-from .errors import Collector, Loc, SpecError
+from .errors import Collector, SpecError, did_you_mean
+from .expr import evaluate
+from .graph import Env, GNode, Graph, Item, Scope, Tie, Val
+from .layers import IDENT
+from .ops import OpDef, lookup
 from .source import Node
-from .ops import OpDef, registry
-from .spec import BlockDecl, InputDecl, NodeDecl, Ref, Spec
+from .spec import BlockDecl, Body, NodeDecl, Ref, Spec
 from .types import conforms, describe, yaml_name
 
 MAX_NODES = 20_000
-
-
-@dataclass(frozen=True)
-class Val:
-    """A value in the graph: the output of `node` (a graph node path or an input name), or element `index`."""
-
-    node: str
-    index: int | None = None
-
-
-Env = dict[str, Union[Val, list[Val], None]]  # None: the node failed; its dependents are skipped
+_IN = "^in"  # an inline group's input, as its first node's implicit ref
 
 
 @dataclass
-class GNode:
-    path: str
-    op: OpDef
-    args: dict[str, Any]
-    inputs: list[Val]
-    loc: Loc
-    arg_locs: dict[str, Loc] = field(default_factory=dict)
-    name_path: str = ""  # the chain of spec names, e.g. "layers.2 > attn > q"
+class _Ctx:
+    """Where a body is being resolved: its params (and repeat index), path prefix and numbering."""
 
-    @property
-    def n_outputs(self) -> int:
-        return self.op.n_outputs(self.args)
+    params: dict[str, Any]
+    prefix: str
+    scope_inputs: list[Val]
+    numbered: bool = False
+    counter: list[int] = field(default_factory=lambda: [0])
 
-
-@dataclass
-class Item:
-    """One spec node inside a scope: an op (one graph node per copy) or a block (one scope per copy)."""
-
-    name: str
-    kind: str  # "op" | "block"
-    repeat: int  # 0: no repeat key
-    inputs: list[Val]
-    nodes: list[GNode] = field(default_factory=list)
-    scopes: list["Scope"] = field(default_factory=list)
-    output: Any = None  # Val, or a list of Vals for a multi-output block
-
-
-@dataclass
-class Scope:
-    """A body of nodes: the spec's top level, or one instance of a block. Eject and the graph
-    picture read the nesting from here; the flat `Graph.nodes` is what runs."""
-
-    block: str | None  # None: the top level
-    path: str
-    input_names: list[str]
-    inputs: list[Val]
-    items: list[Item] = field(default_factory=list)
-    outputs: list[Val] = field(default_factory=list)
-
-
-@dataclass
-class Graph:
-    name: str
-    inputs: dict[str, InputDecl]
-    nodes: list[GNode]
-    outputs: list[tuple[str, Val]]  # (output name, value)
-    root: Scope | None = None
-
-    def node(self, path: str) -> GNode:
-        return self._index[path]
-
-    def __post_init__(self) -> None:
-        self._index = {n.path: n for n in self.nodes}
+    def number(self) -> str:
+        self.counter[0] += 1
+        return str(self.counter[0] - 1)
 
 
 def resolve(spec: Spec) -> Graph:
-    """Inline blocks and unroll repeats; collect every error of the pass."""
+    """Inline blocks and groups and unroll repeats; collect every error of the pass."""
     r = _Resolver(spec)
+    inputs = [Val(n) for n in spec.inputs]
+    root = Scope("top", None, "", spec.body.numbered, list(spec.inputs), inputs)
     env: Env = {name: Val(name) for name in spec.inputs}
-    root = Scope(None, "", list(spec.inputs), [Val(n) for n in spec.inputs])
-    env = r.layers(spec.layers, env, tuple(spec.inputs), spec.params, "", root)
+    first = next(iter(spec.inputs), None)
+    ctx = _Ctx(spec.params, "", inputs, spec.body.numbered)
+    env, last, last_name = r.body(spec.body, env, first, ctx, root)
     outputs: list[tuple[str, Val]] = []
     if not r.c.diagnostics:
         if spec.outputs:
             for ref in spec.outputs:
-                v = r.ref(ref, env, whole_ok=True)
-                outputs.extend(_named(str(ref).replace(".", "_"), v, r))
-        elif spec.layers:
-            last = spec.layers[-1].name
-            v = r.ref(Ref(last, None, spec.layers[-1].loc), env, whole_ok=True)
-            outputs.extend(_named(last, v, r))
+                outputs.extend(_named(ref.alias or str(ref).replace(".", "_"), r.ref(ref, env, whole_ok=True), r))
+        elif last_name is not None:
+            outputs.extend(_named(last_name, last, r))
     r.raise_if_any()
     root.outputs = [v for _, v in outputs]
     return Graph(spec.name, dict(spec.inputs), r.nodes, outputs, root)
@@ -112,19 +66,24 @@ def _named(name: str, v: Any, r: "_Resolver") -> list[tuple[str, Val]]:
     if isinstance(v, list):
         return [(f"{name}_{i}", x) for i, x in enumerate(v)]
     producer = r.by_path.get(v.node)
-    if v.index is None and producer is not None and producer.n_outputs > 1:
-        return [(f"{name}_{i}", Val(v.node, i)) for i in range(producer.n_outputs)]
+    n = producer.n_outputs if producer is not None and v.index is None else 1
+    if n is None:
+        r.c.error(producer.loc, f"{producer.op.name} '{v.node}' returns a tuple whose length depends on its input",
+                  "list its elements in outputs: [name.0, name.1]")
+        return []
+    if n > 1:
+        return [(f"{name}_{i}", Val(v.node, i)) for i in range(n)]
     return [(name, v)]
 
 
 class _Resolver:
     def __init__(self, spec: Spec):
         self.spec = spec
-        self.ops = registry()
         self.c = Collector()
         self.nodes: list[GNode] = []
         self.by_path: dict[str, GNode] = {}
         self.over_limit = False  # once the node limit is hit, expansion stops everywhere
+        self.absent: dict[str, Any] = {}  # absent nodes with no input to pass on, by name
 
     def raise_if_any(self) -> None:
         seen, unique = set(), []
@@ -144,95 +103,184 @@ class _Resolver:
             return f"the value of '{name}' comes from --set {loc.src.text if loc.src else name}"
         return ""
 
+    def value(self, node: Node, scope: dict) -> Any:
+        try:
+            return evaluate(node, scope)
+        except SpecError as e:
+            self.c.extend(e)
+            return _FAIL
+
     # --- refs -------------------------------------------------------------------------------
 
-    def ref(self, ref: Ref, env: Env, whole_ok: bool = False) -> Val | list[Val] | None:
+    def ref(self, ref: Ref, env: Env, whole_ok: bool = False) -> Any:
         v = env.get(ref.name)
         if v is None:
-            return None  # already reported
+            if ref.name in self.absent:
+                self.c.error(ref.loc, f"'{ref.name}' is absent here ({self.absent[ref.name]}) and has no input to "
+                             "pass on", "give it a from:, or make the node that reads it conditional too")
+            return None  # otherwise already reported
         if isinstance(v, list):
-            if ref.index is None:
-                if whole_ok:
-                    return v
-                self.c.error(ref.loc, f"'{ref.name}' has {len(v)} outputs; pick one",
-                             f"write {ref.name}.0 … {ref.name}.{len(v) - 1}")
-                return None
-            if ref.index >= len(v):
-                self.c.error(ref.loc, f"'{ref.name}' has {len(v)} outputs; there is no {ref}",
-                             f"use {ref.name}.0 … {ref.name}.{len(v) - 1}")
-                return None
-            return v[ref.index]
+            return self.pick(ref, v, whole_ok)
         producer = self.by_path.get(v.node)
         n = producer.n_outputs if producer is not None and v.index is None else 1
         if ref.index is None:
-            if n > 1 and not whole_ok:
-                self.c.error(ref.loc, f"{producer.op.name} '{ref.name}' returns {n} values; pick one",
-                             f"write {ref.name}.0 (the output) or {ref.name}.1")
+            if n != 1 and not whole_ok:
+                self.c.error(ref.loc, f"{producer.op.name} '{ref.name}' returns {n or 'several'} values; pick one",
+                             f"write {ref.name}.0 (the first) or {ref.name}.1")
                 return None
             return v
         if n == 1:
             self.c.error(ref.loc, f"'{ref.name}' has one output; there is no {ref}", f"write {ref.name}")
             return None
-        if ref.index >= n:
+        if n is not None and ref.index >= n:
             self.c.error(ref.loc, f"{producer.op.name} '{ref.name}' returns {n} values; there is no {ref}",
                          f"use {ref.name}.0 … {ref.name}.{n - 1}")
             return None
         return Val(v.node, ref.index)
 
-    # --- layers -----------------------------------------------------------------------------
+    def pick(self, ref: Ref, v: list, whole_ok: bool) -> Any:
+        if ref.index is None:
+            if whole_ok:
+                return v
+            self.c.error(ref.loc, f"'{ref.name}' has {len(v)} outputs; pick one",
+                         f"write {ref.name}.0 … {ref.name}.{len(v) - 1}")
+            return None
+        if ref.index >= len(v):
+            self.c.error(ref.loc, f"'{ref.name}' has {len(v)} outputs; there is no {ref}",
+                         f"use {ref.name}.0 … {ref.name}.{len(v) - 1}")
+            return None
+        return v[ref.index]
 
-    def layers(self, decls: tuple[NodeDecl, ...], env: Env, inputs: tuple[str, ...], scope: dict[str, Any],
-               prefix: str, into: Scope) -> Env:
+    def inputs_of(self, decl: NodeDecl, env: Env, prev: str | None) -> tuple[list, list] | None:
+        """The node's input values by slot, and where each ref was written; None if one failed."""
+        op = lookup(decl.op) if decl.op else None
+        if decl.refs is None:
+            if op is not None and op.required == 0 and not op.slots or prev is None:
+                return [], []
+            refs: tuple[Ref, ...] = (Ref(prev, None, decl.loc),)
+        else:
+            refs = decl.refs
+        vals = [self.ref(r, env) for r in refs]
+        if any(v is None for v in vals):
+            return None
+        if decl.slots is None:
+            return vals, [r.loc for r in refs]
+        assert op is not None
+        by_slot = dict(zip(decl.slots, zip(vals, refs)))
+        last = max(op.slots.index(s) for s in decl.slots) + 1
+        slots = op.slots[:last]
+        return [by_slot[s][0] if s in by_slot else None for s in slots], \
+            [by_slot[s][1].loc if s in by_slot else None for s in slots]
+
+    # --- bodies -----------------------------------------------------------------------------
+
+    def body(self, body: Body, env: Env, prev: str | None, ctx: _Ctx, into: Scope) -> tuple[Env, Any, str | None]:
+        """Resolve each node in order; returns the env, the body's output and its last node's name."""
         env = dict(env)
-        prev = inputs[0] if inputs else None
-        for decl in decls:
-            refs = decl.refs if decl.refs is not None else (Ref(prev, None, decl.loc),)
-            vals = [self.ref(r, env) for r in refs]
+        for decl in body.nodes:
+            got = self.inputs_of(decl, env, prev)
             prev = decl.name
-            if any(v is None for v in vals):
-                env[decl.name] = None
-                continue
-            repeat = self.repeat(decl, scope)
-            if repeat is None:
-                env[decl.name] = None
-                continue
-            path = prefix + decl.name
-            item = Item(decl.name, "op" if decl.op is not None else "block", repeat, list(vals))
-            if decl.op is not None:
-                env[decl.name] = self.op_node(decl, vals, scope, path, repeat, item)
-            else:
-                env[decl.name] = self.block_node(decl, vals, scope, path, repeat, item)
-            item.output = env[decl.name]
-            if item.output is not None:
-                into.items.append(item)
-        return env
+            env[decl.name] = None if got is None else self.node(decl, got[0], got[1], ctx, into, env)
+        if body.outputs:
+            outs = [self.ref(r, env) for r in body.outputs]
+            return env, (None if any(o is None for o in outs) else outs[0] if len(outs) == 1 else outs), prev
+        return env, (env.get(prev) if prev is not None else None), prev
 
-    def repeat(self, decl: NodeDecl, scope: dict) -> int | None:
+    def node(self, decl: NodeDecl, vals: list, locs: list, ctx: _Ctx, into: Scope, env: Env) -> Any:
+        present = self.present(decl, ctx.params)
+        count = self.repeat(decl, ctx.params)
+        if present is None or count is _FAIL:
+            return None
+        given = [v for v in vals if v is not None]
+        if not present or count == 0:  # absent: an op passes its first input on, a block all of them
+            if not given:
+                self.absent[decl.name] = "repeat: 0" if count == 0 else "when: false"
+                return None
+            return given[0] if len(given) == 1 or decl.block is None else given
+        kind = "op" if decl.op else "block" if decl.block else "group"
+        item = Item(decl.name, kind, count or 0, list(vals))
+        cur: Any = list(vals)
+        for k in range(count if count is not None else 1):
+            key = self.key(decl, k, count, ctx)
+            if key is None or self.over_limit:
+                return None
+            local = dict(ctx.params, i=k) if count is not None else ctx.params
+            sub = _Ctx(local, ctx.prefix, ctx.scope_inputs, ctx.numbered, ctx.counter)
+            out = self.copy(kind, decl, cur, locs, sub, ctx.prefix + key, item, env)
+            if out is None:
+                return None
+            item.keys.append(key)
+            cur = out if isinstance(out, list) else [out]
+            locs = [decl.loc] * len(cur)
+        item.output = cur[0] if len(cur) == 1 else cur
+        into.items.append(item)
+        return item.output
+
+    def copy(self, kind: str, decl: NodeDecl, cur: list, locs: list, ctx: _Ctx, path: str, item: Item,
+             env: Env) -> Any:
+        if kind == "op":
+            return self.op_copy(decl, cur, locs, ctx, path, item)
+        if kind == "block":
+            return self.block_copy(decl, cur, ctx, path, item)
+        return self.group_copy(decl, cur, ctx, path, item, env)
+
+    def present(self, decl: NodeDecl, scope: dict) -> bool | None:
+        if decl.when is None:
+            return True
+        v = self.value(decl.when, scope)
+        if v is _FAIL:
+            return None
+        if not isinstance(v, bool):
+            self.c.error(decl.when.loc, f"when: must be true or false, got {yaml_name(v)} {_short(v)}",
+                         self.origin(decl.when) or "write when: $flag or when: ${i == 0}")
+            return None
+        return v
+
+    def repeat(self, decl: NodeDecl, scope: dict) -> Any:
+        """None: no repeat key (the node is not indexed); else the number of copies, 0 included."""
         if decl.repeat is None:
-            return 0  # 0: no repeat key, the node is not indexed
-        try:
-            n = evaluate(decl.repeat, scope)
-        except SpecError as e:
-            self.c.extend(e)
             return None
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            self.c.error(decl.repeat.loc, f"repeat must be a positive integer, got {n!r}",
-                         self.origin(decl.repeat) or "write repeat: 4")
-            return None
+        n = self.value(decl.repeat, scope)
+        if n is _FAIL:
+            return _FAIL
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            self.c.error(decl.repeat.loc, f"repeat must be an integer ≥ 0, got {n!r}",
+                         self.origin(decl.repeat) or "write repeat: 4 (0: no node)")
+            return _FAIL
         if n + len(self.nodes) > MAX_NODES:
             self.c.error(decl.repeat.loc, f"repeat: {n} would make more than {MAX_NODES} nodes",
                          "a spec graph is unrolled; use a smaller repeat")
-            return None
+            return _FAIL
         return n
+
+    def key(self, decl: NodeDecl, k: int, count: int | None, ctx: _Ctx) -> str | None:
+        """The copy's attribute name: its number in a seq, its name, `name.k`, or `name.<template>`."""
+        owns = decl.op is None or (lookup(decl.op) or _NO_OP).kind != "function"
+        if decl.names is not None:
+            template = self.value(decl.names, ctx.params)
+            if not isinstance(template, str) or "{i}" not in template:
+                if template is not _FAIL:
+                    self.c.error(decl.names.loc, f"names: must be a template with {{i}}, got {template!r}",
+                                 "names: encoder_layer_{i}")
+                return None
+            name = template.replace("{i}", str(k))
+            if not IDENT.fullmatch(name):
+                self.c.error(decl.names.loc, f"names: gives '{name}', which is not a valid name",
+                             "use letters, digits and '_' around {i}")
+                return None
+            return name if ctx.numbered and owns else f"{decl.name}.{name}"
+        if ctx.numbered and owns:
+            return ctx.number()
+        return decl.name if count is None else f"{decl.name}.{k}"
+
+    # --- ops ----------------------------------------------------------------------------------
 
     def args(self, decl: NodeDecl, op: OpDef, scope: dict) -> dict[str, Any] | None:
         out: dict[str, Any] = {}
         ok = True
         for k, node in decl.args.items():
-            try:
-                value = evaluate(node, scope)
-            except SpecError as e:
-                self.c.extend(e)
+            value = self.value(node, scope)
+            if value is _FAIL:
                 ok = False
                 continue
             arg = op.args[k]
@@ -245,28 +293,49 @@ class _Resolver:
             out[k] = value
         return out if ok else None
 
-    def op_node(self, decl: NodeDecl, vals: list[Val], scope: dict, path: str, repeat: int, item: Item) -> Val | None:
-        op = self.ops[decl.op]
-        args = self.args(decl, op, scope)
+    def op_copy(self, decl: NodeDecl, vals: list, locs: list, ctx: _Ctx, path: str, item: Item) -> Val | None:
+        op = lookup(decl.op)  # type: ignore[arg-type]
+        assert op is not None
+        args = self.args(decl, op, ctx.params)
         if args is None:
             return None
-        n_out = op.n_outputs(args)
-        if repeat and (n_out != 1 or len(vals) != 1):
-            self.c.error(decl.repeat.loc, f"repeat needs a node with one input and one output; {op.name} has "
-                         f"{len(vals)} and {n_out}", "repeat a block whose outputs feed its inputs")
+        if op.kind == "tensor" and not _tensor_args(args, decl, self.c):
             return None
-        if self.total_guard(decl, max(repeat, 1)):
+        if op.specialize is not None:
+            op = op.specialize(args)
+        if item.repeat and (op.n_outputs(args) != 1 or len([v for v in vals if v is not None]) > 1):
+            self.c.error(decl.repeat.loc, f"repeat needs a node with one input and one output; {op.name} has "  # type: ignore[union-attr]
+                         f"{len(vals)} and {op.n_outputs(args) or 'several'}", "repeat a block whose outputs feed its inputs")
             return None
-        arg_locs = {k: v.loc for k, v in decl.args.items()}
-        cur = vals
-        for i in range(max(repeat, 1)):
-            p = f"{path}.{i}" if repeat else path
-            node = GNode(p, op, dict(args), list(cur), decl.loc, arg_locs, p)
-            self.nodes.append(node)
-            self.by_path[p] = node
-            item.nodes.append(node)
-            cur = [Val(p)]
-        return cur[0]
+        ties = self.ties(decl, op, ctx.params, path)
+        if ties is None or self.total_guard(decl, 1):
+            return None
+        node = GNode(path, op, args, list(vals), decl.loc, {k: v.loc for k, v in decl.args.items()}, list(locs),
+                     list(ctx.scope_inputs), ties)
+        self.nodes.append(node)
+        self.by_path[path] = node
+        item.nodes.append(node)
+        return Val(path)
+
+    def ties(self, decl: NodeDecl, op: OpDef, scope: dict, path: str) -> list:
+        """`tie: {weight: transformer.wte.weight}`: the named tensor must be a module's, defined earlier."""
+        if decl.tie is None:
+            return []
+        value = self.value(decl.tie, scope)
+        if value is _FAIL:
+            return None  # type: ignore[return-value]
+        out = []
+        for param, key in value.items():
+            loc = decl.tie.key_locs.get(param, decl.tie.loc)
+            owner, _, tensor = key.rpartition(".") if isinstance(key, str) else ("", "", "")
+            target = self.by_path.get(owner)
+            if target is None or target.op.kind != "module" or not tensor:
+                known = sorted(f"{p}.weight" for p, n in self.by_path.items() if n.op.kind == "module")
+                self.c.error(loc, f"tie: {key!r} is not a parameter of an earlier module node",
+                             did_you_mean(str(key), known, "key") or "name a state_dict key such as transformer.wte.weight")
+                return None  # type: ignore[return-value]
+            out.append(Tie(param, key, owner, loc))
+        return out
 
     def total_guard(self, decl: NodeDecl, n: int) -> bool:
         if self.over_limit:
@@ -278,55 +347,89 @@ class _Resolver:
             return True
         return False
 
-    def block_node(self, decl: NodeDecl, vals: list[Val], scope: dict, path: str, repeat: int,
-                   item: Item) -> Val | list | None:
-        if self.over_limit:
-            return None
-        block = self.spec.blocks[decl.block]
-        bscope = self.block_scope(block, decl, scope)
+    # --- blocks and groups ----------------------------------------------------------------------
+
+    def block_copy(self, decl: NodeDecl, cur: list, ctx: _Ctx, path: str, item: Item) -> Any:
+        block = self.spec.blocks[decl.block]  # type: ignore[index]
+        bscope = self.block_scope(block, decl, ctx.params)
         if bscope is None:
             return None
-        if repeat and len(block.outputs or (None,)) != len(block.inputs):
-            self.c.error(decl.repeat.loc, f"repeat needs block '{block.name}' to have as many outputs as inputs "
+        if item.repeat and len(block.outputs or (None,)) != len(block.inputs):
+            self.c.error(decl.repeat.loc, f"repeat needs block '{block.name}' to have as many outputs as inputs "  # type: ignore[union-attr]
                          f"({len(block.outputs or (None,))} and {len(block.inputs)})",
                          "copy i feeds copy i+1, so outputs must match inputs")
             return None
-        cur: list[Val] = list(vals)
-        for i in range(max(repeat, 1)):
-            p = f"{path}.{i}" if repeat else path
-            if len(self.nodes) > MAX_NODES:
-                self.total_guard(decl, 1)
-                return None
-            sub = Scope(block.name, p, list(block.inputs), list(cur))
-            env = self.layers(block.layers, dict(zip(block.inputs, cur)), block.inputs, bscope, p + ".", sub)
-            if block.outputs:
-                outs = [self.ref(r, env) for r in block.outputs]
-            else:
-                last = block.layers[-1]
-                outs = [self.ref(Ref(last.name, None, last.loc), env)]
-            if any(o is None for o in outs):
-                return None
-            sub.outputs = list(outs)  # type: ignore[arg-type]
-            item.scopes.append(sub)
-            cur = outs  # type: ignore[assignment]
-        return cur[0] if len(cur) == 1 else cur
+        sub = Scope("block", block.name, path, block.body.numbered, list(block.inputs), list(cur))
+        inner = _Ctx(bscope, path + ".", list(cur), block.body.numbered)
+        env, out, _ = self.body(block.body, dict(zip(block.inputs, cur)), block.inputs[0], inner, sub)
+        return self.close(sub, out, item)
+
+    def group_copy(self, decl: NodeDecl, cur: list, ctx: _Ctx, path: str, item: Item, env: Env) -> Any:
+        group = decl.group
+        assert group is not None
+        given = [v for v in cur if v is not None]
+        sub = Scope("group", decl.name, path, group.numbered, [_IN] if given else [], given[:1])
+        inner = _Ctx(ctx.params, path + ".", ctx.scope_inputs + given[:1], group.numbered)
+        inner_env = dict(env)
+        if given:
+            inner_env[_IN] = given[0]
+        _, out, _ = self.body(group, inner_env, _IN if given else None, inner, sub)
+        return self.close(sub, out, item)
+
+    def close(self, sub: Scope, out: Any, item: Item) -> Any:
+        if out is None:
+            return None
+        sub.outputs = list(out) if isinstance(out, list) else [out]
+        item.scopes.append(sub)
+        return out
 
     def block_scope(self, block: BlockDecl, decl: NodeDecl, scope: dict) -> dict | None:
         """Global params, overlaid by the block's params: given at the call, else their defaults."""
         bscope = dict(self.spec.params)
         ok = True
         for name, default in block.params.items():
-            try:
-                if name in decl.args:
-                    bscope[name] = evaluate(decl.args[name], scope)
-                elif default is not None:
-                    bscope[name] = evaluate(default, bscope)
-            except SpecError as e:
-                self.c.extend(e)
+            if name in decl.args:
+                value = self.value(decl.args[name], scope)
+            elif default is not None:
+                value = self.value(default, bscope)
+            else:
+                continue
+            if value is _FAIL:
                 ok = False
+            else:
+                bscope[name] = value
         return bscope if ok else None
+
+
+_FAIL = object()
+_NO_OP = OpDef("", "function", "", {})
+
+
+def _tensor_args(args: dict, decl: NodeDecl, c: Collector) -> bool:
+    """Parameter/Buffer: a shape of positive sizes and a known init."""
+    from .ops import INITS
+    shape, init = args.get("shape", []), args.get("init", "zeros")
+    loc = decl.args["shape"].loc if "shape" in decl.args else decl.loc
+    if not shape or any(d < 1 for d in shape):
+        c.error(loc, f"shape must list positive sizes, got {shape!r}", "shape: [1, 1, 768]")
+        return False
+    name, value = (init, None) if isinstance(init, str) else next(iter(init.items())) if (
+        isinstance(init, dict) and len(init) == 1) else (None, None)
+    iloc = decl.args["init"].loc if "init" in decl.args else decl.loc
+    if name not in INITS or (name in ("zeros", "ones")) != (value is None and isinstance(init, str)):
+        c.error(iloc, f"unknown init {init!r}", "zeros | ones | {normal: 0.02} | {uniform: [-0.1, 0.1]} | "
+                "{trunc_normal: 0.02} | {constant: 0.5}")
+        return False
+    ok = (name in ("normal", "trunc_normal", "constant") and isinstance(value, (int, float))
+          and not isinstance(value, bool)) or (name == "uniform" and isinstance(value, list) and len(value) == 2) \
+        or name in ("zeros", "ones")
+    if not ok:
+        c.error(iloc, f"init {name} takes {'[low, high]' if name == 'uniform' else 'a number'}, got {value!r}",
+                "{normal: 0.02} (the std) or {uniform: [-0.1, 0.1]}")
+    return ok
 
 
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+

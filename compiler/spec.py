@@ -1,7 +1,8 @@
 """The typed spec: what `check` produces from the located YAML tree.
 
-Node arguments stay located YAML (`Node`) because inside a block they depend on the block's
-params; `resolve` evaluates them once per instance.
+Node arguments stay located YAML (`Node`) because inside a block, a group or a repeat they depend
+on params and on the repeat index; `resolve` evaluates them once per instance. The `train:` and
+`export:` sections are typed here too, checked with the rest of the spec.
 """
 from __future__ import annotations
 
@@ -9,15 +10,22 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import Loc
 from .source import Node
 
+if TYPE_CHECKING:
+    from .export_section import ExportConfig
+    from .train_section import TrainConfig
+
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
-TOP_KEYS = ("specc", "name", "description", "params", "inputs", "blocks", "layers", "outputs", "train", "export")
-NODE_KEYS = ("op", "block", "name", "from", "repeat")
-BLOCK_KEYS = ("params", "inputs", "layers", "outputs", "description")
+TOP_KEYS = ("specc", "name", "description", "params", "inputs", "dims", "blocks", "layers", "seq", "outputs", "train",
+            "export")
+NODE_KEYS = ("op", "block", "name", "from", "repeat", "names", "when", "tie", "seq", "layers", "outputs")
+BLOCK_KEYS = ("params", "inputs", "layers", "seq", "outputs", "description")
+DIM_KEYS = ("divisible_by", "min", "max")
 
 
 @dataclass(frozen=True)
@@ -27,9 +35,20 @@ class Ref:
     name: str
     index: int | None
     loc: Loc
+    alias: str | None = None  # `outputs: {logits: lm_head}`: the output's name
 
     def __str__(self) -> str:
         return self.name if self.index is None else f"{self.name}.{self.index}"
+
+
+@dataclass(frozen=True)
+class Body:
+    """A list of nodes: `layers:` names its children, `seq:` numbers them like nn.Sequential."""
+
+    numbered: bool
+    nodes: tuple["NodeDecl", ...]
+    outputs: tuple[Ref, ...] | None
+    loc: Loc
 
 
 @dataclass(frozen=True)
@@ -38,14 +57,19 @@ class NodeDecl:
     derived: bool  # the name was derived from the op, not written
     op: str | None
     block: str | None
+    group: Body | None  # an inline group: `seq:` or `layers:` in the node itself
     refs: tuple[Ref, ...] | None  # None: the previous node
+    slots: tuple[str, ...] | None  # `from:` as a mapping: the input slot of each ref
     repeat: Node | None
+    names: Node | None  # a repeat's name template, e.g. encoder_layer_{i}
+    when: Node | None
+    tie: Node | None
     args: dict[str, Node]
     loc: Loc
 
     @property
     def what(self) -> str:
-        return self.op if self.op is not None else f"block {self.block}"
+        return self.op if self.op is not None else f"block {self.block}" if self.block else "group"
 
 
 @dataclass(frozen=True)
@@ -64,13 +88,42 @@ class InputDecl:
 
 
 @dataclass(frozen=True)
+class DimDecl:
+    """What a symbolic dim may be: `height: {divisible_by: 32, min: 32}`."""
+
+    name: str
+    divisible_by: int = 1
+    min: int = 1
+    max: int | None = None
+    loc: Loc | None = None
+
+    def allows(self, size: int) -> bool:
+        return size >= self.min and size % self.divisible_by == 0 and (self.max is None or size <= self.max)
+
+    def describe(self) -> str:
+        parts = [f"divisible by {self.divisible_by}"] if self.divisible_by > 1 else []
+        if self.min > 1:
+            parts.append(f"at least {self.min}")
+        if self.max is not None:
+            parts.append(f"at most {self.max}")
+        return ", ".join(parts) or "any size"
+
+
+@dataclass(frozen=True)
 class BlockDecl:
     name: str
     params: dict[str, Node | None]  # None: required
     inputs: tuple[str, ...]
-    layers: tuple[NodeDecl, ...]
-    outputs: tuple[Ref, ...] | None
+    body: Body
     loc: Loc
+
+    @property
+    def layers(self) -> tuple[NodeDecl, ...]:
+        return self.body.nodes
+
+    @property
+    def outputs(self) -> tuple[Ref, ...] | None:
+        return self.body.outputs
 
 
 @dataclass(frozen=True)
@@ -78,19 +131,35 @@ class Spec:
     name: str
     params: dict[str, Any]  # evaluated
     inputs: dict[str, InputDecl]
+    dims: dict[str, DimDecl]  # every symbolic dim of the inputs, declared or not
     blocks: dict[str, BlockDecl]
-    layers: tuple[NodeDecl, ...]
-    outputs: tuple[Ref, ...] | None
-    train: Node | None
-    export: Node | None
+    body: Body
+    train: "TrainConfig | None"
+    export: "ExportConfig"
     tree: Node = field(repr=False)  # the located tree with overrides applied
     param_locs: dict[str, Loc] = field(default_factory=dict, repr=False)  # where each param's value was written
 
+    @property
+    def layers(self) -> tuple[NodeDecl, ...]:
+        return self.body.nodes
+
+    @property
+    def outputs(self) -> tuple[Ref, ...] | None:
+        return self.body.outputs
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed if self.train is not None else 0
+
     def resolved(self) -> dict:
-        """The spec as plain data, with params evaluated and overrides applied: `spec.yaml`."""
+        """The spec as plain data, with params evaluated, overrides applied and data paths absolute
+        (a run's `spec.yaml`, which lives in another folder than the spec)."""
         data = self.tree.plain()
         if "params" in data:
             data["params"] = dict(self.params)
+        source = self.train.data if self.train is not None else None
+        if source is not None and isinstance(source.value, Path):
+            data["train"]["data"][source.source] = str(source.value)
         return data
 
     @cached_property
@@ -105,12 +174,11 @@ class Spec:
 
     @property
     def symbolic_dims(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for inp in self.inputs.values():
-            for d in inp.shape:
-                if isinstance(d, str):
-                    seen[d] = None
-        return list(seen)
+        return list(self.dims)
+
+    @property
+    def file(self) -> str:
+        return self.tree.loc.file
 
 
 def _digest(data: Any) -> str:

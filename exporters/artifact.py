@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+from compiler.errors import first_line
 
 from .errors import WriteError
 
@@ -53,7 +54,7 @@ def staged(path: Path) -> Iterator[Path]:
             raise WriteError(path, e.strerror or str(e)) from None
         except RuntimeError as e:
             if "File too large" in str(e) or "No space left" in str(e):
-                raise WriteError(path, str(e).splitlines()[0][:200]) from None
+                raise WriteError(path, first_line(e, 200)) from None
             raise
         try:
             data = tmp_path.with_name(tmp_path.name + ".data")

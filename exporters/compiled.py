@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 import torch
 
+from compiler.errors import first_line
+
 from .artifact import Artifact
 from .capture import capture
 from .errors import ExportError
@@ -21,7 +23,7 @@ def compile_module(module: torch.nn.Module, example: list[torch.Tensor]) -> tupl
             with torch.no_grad():
                 compiled(*example)
         except Exception as e:
-            raise ExportError("compile", f"torch.compile failed: {str(e).strip().splitlines()[0][:300]}",
+            raise ExportError("compile", f"torch.compile failed: {first_line(e)}",
                               "torch.compile needs a working C++ compiler for the CPU backend") from None
     art = Artifact("compile", None, time.perf_counter() - start, ["compiled in memory, not saved"], cap.summary(),
                    "inductor")

@@ -16,7 +16,7 @@ import torch
 import torch.fx as fx
 
 from . import to_onnx, to_pt2, to_torchscript
-from .parity import flatten
+from .parity import flatten, tolerance
 
 
 class _Recorder(fx.Interpreter):
@@ -46,11 +46,9 @@ def _close(ref: Any, got: Any, atol: float, rtol: float) -> tuple[bool, float]:
     for a, b in zip(r, g):
         if a.shape != b.shape:
             return False, float("inf")
-        a, b = a.detach().double(), b.detach().double()
-        diff = (a - b).abs()
-        if diff.numel():
-            worst = max(worst, float(torch.nan_to_num(diff, nan=float("inf")).max()))
-        if not bool((diff <= atol + rtol * a.abs()).all()):
+        t = tolerance(a, b, atol, rtol)
+        worst = max(worst, t.max_abs)
+        if t.bad:
             return False, worst
     return True, worst
 
@@ -60,12 +58,10 @@ def _nodes(module: fx.GraphModule) -> list[fx.Node]:
 
 
 def _report(node: fx.Node, how: str, err: float) -> dict[str, Any]:
-    loc = node.meta.get("specc_loc", "")  # FILE:LINE:COL
-    parts = loc.rsplit(":", 2)
-    file, line = (parts[0], int(parts[1])) if len(parts) == 3 and parts[1].isdigit() else (loc, 0)
+    loc = node.meta.get("specc_loc")  # a compiler.errors.Loc
     op = node.target if node.op == "call_module" else getattr(node.target, "__name__", str(node.target))
-    return {"node": node.meta["specc_path"], "op": op, "location": loc, "file": file, "line": line, "how": how,
-            "max_abs_err": err}
+    return {"node": node.meta["specc_path"], "op": op, "location": str(loc) if loc else "",
+            "file": loc.file if loc else "", "line": loc.line if loc else 0, "how": how, "max_abs_err": err}
 
 
 def _weights(module: fx.GraphModule, state: dict[str, torch.Tensor]) -> dict[str, Any] | None:

@@ -14,6 +14,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from compiler.errors import first_line
+
 from compiler.spec import InputDecl
 
 from .inputs import make_inputs
@@ -62,6 +64,24 @@ def flatten(out: Any) -> list[torch.Tensor]:
     raise TypeError(f"unexpected model output {type(out).__name__}")
 
 
+@dataclass
+class Tolerance:
+    """How `got` stands against `ref` element-wise: |got - ref| <= atol + rtol * |ref|."""
+
+    diff: torch.Tensor  # |got - ref|, NaN where exactly one is NaN read as inf
+    allowed: torch.Tensor
+    max_abs: float
+    bad: int  # elements out of tolerance
+
+
+def tolerance(ref: torch.Tensor, got: torch.Tensor, atol: float, rtol: float) -> Tolerance:
+    r, g = ref.detach().double().cpu(), got.detach().double().cpu()
+    both_nan = torch.isnan(r) & torch.isnan(g)
+    diff = torch.nan_to_num(torch.where(both_nan, torch.zeros_like(r), (g - r).abs()), nan=float("inf"))
+    allowed = atol + rtol * r.abs()
+    return Tolerance(diff, allowed, float(diff.max()) if diff.numel() else 0.0, int((diff > allowed).sum()))
+
+
 def compare(fmt: str, sizes: dict, xs: list[torch.Tensor], names: list[str], ref: list[torch.Tensor],
             got: list[torch.Tensor], atol: float, rtol: float, input_names: list[str]) -> Check:
     shapes = {n: list(x.shape) for n, x in zip(input_names, xs)}
@@ -79,15 +99,12 @@ def compare(fmt: str, sizes: dict, xs: list[torch.Tensor], names: list[str], ref
                          f"output '{name}' has shape {tuple(g.shape)}, expected {tuple(r.shape)}")
         nan += int(torch.isnan(g).sum())
         inf += int(torch.isinf(g).sum())
-        both_nan = torch.isnan(r) & torch.isnan(g)
-        diff = torch.where(both_nan, torch.zeros_like(r), (g - r).abs())
-        diff = torch.nan_to_num(diff, nan=float("inf"))
-        allowed = atol + rtol * r.abs()
-        out = diff > allowed
-        bad += int(out.sum())
+        t = tolerance(r, g, atol, rtol)
+        diff, allowed = t.diff, t.allowed
+        bad += t.bad
         total += r.numel()
         if r.numel():
-            max_abs = max(max_abs, float(diff.max()))
+            max_abs = max(max_abs, t.max_abs)
             rel = diff / r.abs().clamp_min(1e-12)
             max_rel = max(max_rel, float(torch.nan_to_num(rel, nan=0.0).max()))
             excess = diff - allowed
@@ -116,7 +133,7 @@ def run_checks(module: torch.nn.Module, inputs: Mapping[str, InputDecl], output_
                     got = flatten(run([x.clone() for x in xs]))
                 except Exception as e:
                     checks.append(Check(fmt, sizes, {n: list(x.shape) for n, x in zip(names, xs)}, float("inf"),
-                                        float("inf"), 1.0, {}, 0, 0, False, str(e).strip().splitlines()[0][:300]))
+                                        float("inf"), 1.0, {}, 0, 0, False, first_line(e)))
                     continue
                 checks.append(compare(fmt, sizes, xs, output_names, ref, got, atol, rtol, names))
     return checks

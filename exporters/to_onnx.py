@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 import onnx
 import torch
 
+from compiler.errors import first_line
 from compiler.spec import InputDecl
 
 from .artifact import Artifact, staged
@@ -43,7 +44,7 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], inputs: Mapping
                                                 external_data=external)
                 except Exception as e:
                     raise_if_io(e, path)
-                    raise ExportError("onnx", f"the dynamo exporter failed: {_first(e)}",
+                    raise ExportError("onnx", f"the dynamo exporter failed: {first_line(e)}",
                                       "try --exporter legacy, or check the op against `specc ops`") from None
             warnings += [w for w in cap.warnings if "operator set version" not in w and "version conver" not in w
                          and "target version" not in w]
@@ -67,7 +68,7 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], inputs: Mapping
                                       dynamic_axes=dynamic_axes(inputs, output_shapes))
                 except Exception as e:
                     raise_if_io(e, path)
-                    raise ExportError("onnx", f"the legacy exporter failed: {_first(e)}{_node_of(e, module)}",
+                    raise ExportError("onnx", f"the legacy exporter failed: {first_line(e)}{_node_of(e, module)}",
                                       f"this op has no ONNX form at opset {opset}; try a higher --opset (18 and up "
                                       "use the dynamo exporter)") from None
             warnings += cap.warnings
@@ -80,7 +81,7 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], inputs: Mapping
             onnx.checker.check_model(model, full_check=True)
         except Exception as e:
             raise_if_io(e, path)
-            raise ExportError("onnx", f"onnx.checker rejects the exported model: {_first(e)}",
+            raise ExportError("onnx", f"onnx.checker rejects the exported model: {first_line(e)}",
                               "try --exporter legacy or another --opset") from None
         meta = dict(metadata, exporter=exporter, opset=str(opset), parity="pending")
         if values:
@@ -108,11 +109,6 @@ def _node_of(e: BaseException, module: torch.fx.GraphModule) -> str:
         if name == m.group(1):
             return f" (node '{path}' at {node.meta.get('specc_loc')})"
     return ""
-
-
-def _first(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
 
 
 def static_dims(model: onnx.ModelProto, inputs: Mapping[str, InputDecl]) -> list[str]:

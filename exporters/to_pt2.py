@@ -8,6 +8,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from compiler.errors import first_line
+
 from compiler.spec import InputDecl
 
 from .artifact import Artifact, staged
@@ -31,7 +33,7 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], inputs: Mapping
                                   f"specializes it to the example size",
                                   "recurrent layers (GRU, LSTM, RNN) unroll time in torch.export; export onnx or "
                                   "torchscript for a dynamic time axis") from None
-            raise ExportError("pt2", f"torch.export failed: {text.strip().splitlines()[0][:300]}",
+            raise ExportError("pt2", f"torch.export failed: {first_line(e)}",
                               "export onnx or torchscript instead") from None
         with staged(path) as tmp:
             torch.export.save(program, str(tmp))

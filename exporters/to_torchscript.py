@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 import torch
 
+from compiler.errors import first_line
+
 from .artifact import Artifact, staged
 from .capture import capture
 from .errors import ExportError, raise_if_io
@@ -22,12 +24,12 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], path: Path) -> 
             scripted = torch.jit.script(module)
             method = "script"
         except Exception as e:  # TorchScript rejects many Python constructs
-            reason = str(e).strip().splitlines()[0][:200]
+            reason = first_line(e, 200)
             try:
                 scripted = torch.jit.trace(module, tuple(example), check_trace=False)
             except Exception as e2:
                 raise_if_io(e2, path)
-                raise ExportError("torchscript", f"neither script nor trace worked: {str(e2).splitlines()[0][:200]}",
+                raise ExportError("torchscript", f"neither script nor trace worked: {first_line(e2, 200)}",
                                   "export pt2 or onnx instead") from None
             method = "trace"
             notes.append(f"scripting failed ({reason}); traced instead")

@@ -9,14 +9,18 @@ fast and does not import torch.
 from compiler.errors import Diagnostic, SpecError
 
 __version__ = "0.1.0"
-__all__ = ["SpecError", "Diagnostic", "build", "load", "train", "export", "diff", "__version__"]
+__all__ = ["SpecError", "Diagnostic", "build", "load", "train", "export", "diff", "predict", "generate",
+           "TrainingDiverged", "__version__"]
 
-_API = {"build", "load", "build_run", "train", "export", "diff", "api"}
+_API = {"build", "load", "build_run", "compiled", "train", "export", "diff", "predict", "generate", "api"}
+_ERRORS = {"TrainingDiverged": "specc.training.errors", "Interrupted": "specc.training.errors"}
 
 
 def __getattr__(name: str):
+    import importlib
     if name in _API:
-        import importlib
         api = importlib.import_module("specc.api")
         return api if name == "api" else getattr(api, name)
+    if name in _ERRORS:
+        return getattr(importlib.import_module(_ERRORS[name]), name)
     raise AttributeError(f"module 'specc' has no attribute {name!r}")

@@ -1,119 +1,72 @@
-"""The public Python API; the CLI is a thin layer over these functions."""
+"""The public Python API, a facade: the CLI is a thin layer over these functions, and nothing below
+the CLI imports this module. Importing it does not import torch.
+
+    import specc
+    model = specc.build("specs/zoo/resnet.yaml", {"layers": [3, 4, 6, 3], "bottleneck": True})
+    spec = specc.load("specs/transformer_encoder.yaml")
+    result = specc.train("specs/mlp2_zigzag.yaml", epochs=5)
+    report = specc.export("runs/seed-mlp2-zigzag", formats=("onnx",))
+"""
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-import torch
-import yaml
-
-import compiler
-from compiler.errors import SpecError, file_loc
-from compiler.pipeline import Compiled, Overrides, compile_spec
 from compiler.spec import Spec
 
-from . import __version__
-from .runs import RUNS, SPEC, is_run, state_bytes, write_build
+from .runs import is_run, load  # noqa: F401  (load: a path, YAML text, a dict, a run folder or a Spec -> the Spec)
 
 
-def load(source: Any, params: Overrides = None) -> Spec:
-    """Read and check a spec (a path, YAML text, a dict, a run folder, or a loaded Spec)."""
-    if isinstance(source, Spec):
-        if params:
-            raise TypeError("overrides apply to a spec source, not to a loaded Spec")
-        return source
-    if isinstance(source, (str, os.PathLike)) and is_run(source):
-        source = Path(source) / SPEC
-    return compiler.load(source, params)
+def build(source: Any, params: Any = None, *, weights: Any = None, weights_map: Iterable[str] = ()) -> Any:
+    """Compile a spec into a `torch.fx.GraphModule`, its weights seeded by `train.seed` (default 0), or
+    imported strictly from `weights` (.safetensors or a torch.save'd state_dict).
 
-
-def load_run(run_dir: Path) -> Spec:
-    """A run's spec, read from the spec file it was built from when that file still resolves to the
-    same spec (so errors point at the file the user edits), else from the run's spec.yaml."""
-    run_spec = compiler.load(Path(run_dir) / SPEC)
-    try:
-        source = json.loads((Path(run_dir) / "summary.json").read_text()).get("source")
-        if source and Path(source).is_file():
-            original = compiler.load(source)
-            if original.hash == run_spec.hash:
-                return original
-    except (OSError, ValueError, SpecError, AttributeError):
-        pass
-    return run_spec
-
-
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise SpecError.at(file_loc(str(path)), f"cannot read {Path(path).name}: {e}", "rebuild the run") from None
-    if not isinstance(data, dict):
-        raise SpecError.at(file_loc(str(path)), f"{Path(path).name} is not a JSON object", "rebuild the run")
-    return data
-
-
-def seed_of(spec: Spec) -> int:
-    seed = spec.train.get("seed") if spec.train is not None else None
-    return seed.value if seed is not None and isinstance(seed.value, int) and not isinstance(seed.value, bool) else 0
-
-
-def compile(source: Any, params: Overrides = None) -> Compiled:
-    """Load and compile with the spec's seed, leaving the caller's RNG state untouched."""
-    spec = load(source, params)
-    with torch.random.fork_rng(devices=[]):
-        return compile_spec(spec, seed=seed_of(spec))
-
-
-def build(source: Any, params: Overrides = None) -> torch.fx.GraphModule:
-    """Compile a spec into a `torch.fx.GraphModule` (initial weights seeded by `train.seed`, default 0).
-
-    >>> model = specc.build("specs/mlp2.yaml", {"hidden": 64})
+    >>> model = specc.build("specs/mlp2_zigzag.yaml", {"hidden": 64})
     """
-    return compile(source, params).module
+    from .building import compile_with
+    return compile_with(source, params, weights, weights_map).module
 
 
-@dataclass
-class BuildResult:
-    compiled: Compiled
-    run_dir: Path
+def compiled(source: Any, params: Any = None) -> Any:
+    """Load and compile, returning the spec, typed graph, module and summary together (`Compiled`)."""
+    from .building import compile_with
+    return compile_with(source, params)
 
 
-def resolved_yaml(spec: Spec, origin: str) -> str:
-    """spec.yaml of a run: params evaluated, overrides applied, data paths made absolute (the run
-    folder is not where the spec was)."""
-    data = spec.resolved()
-    source = (data.get("train") or {}).get("data") if isinstance(data.get("train"), dict) else None
-    if isinstance(source, dict):
-        for key in ("csv", "npz"):
-            if isinstance(source.get(key), str) and not Path(source[key]).is_absolute():
-                from .trainspec import spec_dir
-                source[key] = str(spec_dir(spec) / source[key])
-    header = f"# resolved by specc {__version__} from {origin}; params and overrides applied\n"
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+def compiled_run(run_dir: Any) -> Any:
+    """A run's model with the weights it holds, without rebuilding the run."""
+    from pathlib import Path
+
+    from .building import compile_run
+    return compile_run(Path(run_dir))
 
 
-def build_run(source: Any, params: Overrides = None, out: str | os.PathLike | None = None,
-              force: bool = False, origin: str | None = None) -> BuildResult:
-    """`specc build`: compile, then write the run folder (spec.yaml, summary.json, model.safetensors)."""
-    compiled = compile(source, params)
-    run_dir = Path(out) if out is not None else RUNS / compiled.spec.name
-    if origin is None:
-        origin = str(source) if isinstance(source, (str, os.PathLike)) and "\n" not in str(source) else "<text>"
-    summary = dict(compiled.summary, specc_version=__version__, source=origin)
-    write_build(run_dir, resolved_yaml(compiled.spec, origin), summary, state_bytes(compiled.module), force)
-    return BuildResult(compiled, run_dir)
+def emit_python(compiled_: Any, path: str | os.PathLike) -> Any:
+    """Standalone PyTorch source for a compiled spec (`specc build --emit-python FILE`)."""
+    from .building import emit_python as _emit
+    return _emit(compiled_, path)
 
 
-def train(target: Any = None, params: Overrides = None, **options: Any) -> Any:
+def write_graph(compiled_: Any, path: str | os.PathLike) -> Any:
+    """A picture of the graph: .svg/.png (Graphviz), .dot, .md (Mermaid)."""
+    from .building import write_graph as _write
+    return _write(compiled_, path)
+
+
+def build_run(source: Any, params: Any = None, out: str | os.PathLike | None = None, force: bool = False,
+              origin: str | None = None, weights: Any = None, weights_map: Iterable[str] = ()) -> Any:
+    """`specc build`: compile, then write the run folder; returns a `BuildResult` (compiled, run_dir)."""
+    from .building import build_run as _build_run
+    return _build_run(source, params, out, force, origin, weights, weights_map)
+
+
+def train(target: Any = None, params: Any = None, **options: Any) -> Any:
     """Train a spec or a run folder with the shared loop (DESIGN §3); returns a `TrainResult`.
 
     >>> result = specc.train("specs/mlp2_zigzag.yaml", epochs=5)
     >>> result.final["val_loss"]
     """
-    from .trainer import train as _train
+    from .training.session import train as _train
     return _train(target, params, **options)
 
 
@@ -127,84 +80,11 @@ def export(target: Any = None, formats: Any = None, **options: Any) -> Any:
     return _export(target, formats, **options)
 
 
-def emit_python(compiled: Compiled, path: str | os.PathLike) -> Path:
-    """Write standalone PyTorch source for a compiled spec (`specc build --emit-python FILE`)."""
-    from compiler.eject import eject
-    from .fsutil import atomic_write_text
-    text = eject(compiled.typed, compiled.spec.name, compiled.spec.tree.loc.file)
-    atomic_write_text(path, text)
-    return Path(path)
+def diff(a: Any, b: Any, params_a: Any = None, params_b: Any = None) -> dict:
+    """Per-node changes from A to B, and which of A's weights would load into B (`specc diff`)."""
+    from .diffing import diff as _diff
+    return _diff(a, b, params_a, params_b)
 
 
-GRAPH_FORMATS = (".dot", ".md", ".svg", ".png")
-
-
-def write_graph(compiled: Compiled, path: str | os.PathLike) -> Path:
-    """A picture of the graph: .dot and .md (Mermaid) always, .svg and .png through Graphviz `dot`."""
-    import shutil
-    import subprocess
-    from compiler.picture import to_dot, to_mermaid
-    from .fsutil import atomic_write_bytes, atomic_write_text
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in GRAPH_FORMATS:
-        raise SpecError.at(file_loc(str(path)), f"unknown picture format '{suffix or path.name}'",
-                           "use .svg or .png (Graphviz), .dot, or .md (Mermaid)")
-    title = compiled.spec.name
-    if suffix == ".md":
-        atomic_write_text(path, to_mermaid(compiled.typed, title))
-        return path
-    dot_text = to_dot(compiled.typed, title)
-    if suffix == ".dot":
-        atomic_write_text(path, dot_text)
-        return path
-    exe = shutil.which("dot")
-    if exe is None:
-        raise SpecError.at(file_loc(str(path)), "Graphviz 'dot' is not installed, so no .svg or .png can be drawn",
-                           "install it (apt-get install graphviz, brew install graphviz), or write .dot or .md")
-    run = subprocess.run([exe, f"-T{suffix[1:]}"], input=dot_text.encode(), capture_output=True, timeout=120)
-    if run.returncode != 0:
-        raise SpecError.at(file_loc(str(path)), f"dot failed: {run.stderr.decode(errors='replace').strip()[:300]}",
-                           "write .dot and inspect it")
-    atomic_write_bytes(path, run.stdout)
-    return path
-
-
-def _tensor_shapes(source: Any, compiled: Compiled) -> tuple[dict[str, tuple[list[int], str]], str]:
-    """A run's weights as saved, else the spec's initial weights: name -> (shape, dtype)."""
-    weights = Path(source) / "model.safetensors" if isinstance(source, (str, os.PathLike)) and is_run(source) else None
-    if weights is not None and weights.is_file():
-        from safetensors import SafetensorError, safe_open
-        try:
-            with safe_open(str(weights), "pt") as f:
-                out = {}
-                for k in f.keys():
-                    sl = f.get_slice(k)
-                    out[k] = (list(sl.get_shape()), str(sl.get_dtype()))
-            return out, str(weights)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise SpecError.at(file_loc(str(weights)), f"not a readable weight file: {str(e)[:200]}",
-                               "rebuild the run") from None
-    return _state_shapes(compiled), "initial weights of the spec"
-
-
-_DTYPES = {"torch.float32": "F32", "torch.float64": "F64", "torch.float16": "F16", "torch.bfloat16": "BF16",
-           "torch.int64": "I64", "torch.int32": "I32", "torch.bool": "BOOL"}
-
-
-def _state_shapes(compiled: Compiled) -> dict[str, tuple[list[int], str]]:
-    return {k: (list(v.shape), _DTYPES.get(str(v.dtype), str(v.dtype))) for k, v in compiled.module.state_dict().items()}
-
-
-def diff(a: Any, b: Any, params_a: Overrides = None, params_b: Overrides = None) -> dict:
-    """Per-node changes from A to B, and which of A's tensors would load into B (DESIGN: `specc diff`).
-
-    >>> specc.diff("specs/transformer_encoder.yaml", "runs/seed-transformer-encoder")
-    """
-    from compiler.diff import diff as _diff
-    ca, cb = compile(a, params_a), compile(b, params_b)
-    ta, origin = _tensor_shapes(a, ca)
-    result = _diff(ca.typed, cb.typed, ta, _state_shapes(cb))
-    result["a"] = {"source": str(a), "name": ca.spec.name, "weights": origin}
-    result["b"] = {"source": str(b), "name": cb.spec.name}
-    return result
+__all__ = ["Spec", "load", "build", "compiled", "compiled_run", "build_run", "emit_python", "write_graph", "train",
+           "export", "diff"]

@@ -1,13 +1,14 @@
 """The `specc` command: one typed function per command, each a thin call into `specc.api`.
 
-Importing this module must not import torch: `specc --help` stays instant. Heavy modules are
-imported inside the commands.
+Importing this module must not import torch: `specc --help` stays instant, and a spec error found
+before shapes (YAML, keys, names, expressions) is reported without loading torch at all.
 """
 from __future__ import annotations
 
 import datetime
 import json
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -29,69 +30,103 @@ app = typer.Typer(
 
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override a param (depth=6) or a dotted spec path (train.optimizer.lr=0.01). Repeatable.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
 
 
 def _guard(fn: Callable[[], int | None]) -> None:
     """Known errors: the diagnostics and exit 2. Bugs: one line, the traceback in a log, exit 70."""
     try:
         code = fn() or 0
+        sys.stdout.flush()
     except SpecError as e:
         if os.environ.get("SPECC_DEBUG") == "1":
             traceback.print_exc()
         from .render import print_spec_error
         print_spec_error(e)
         raise typer.Exit(2)
+    except BrokenPipeError:
+        _closed_stdout()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise typer.Exit(130)
     except typer.Exit:
         raise
     except Exception as e:
-        from exporters.errors import WriteError
-        if isinstance(e, WriteError):
-            print(f"error: {e}\nhint: free some disk space (or raise the file-size limit) and run it again; "
-                  "files already there were left as they were", file=sys.stderr)
-            raise typer.Exit(1)
-        if os.environ.get("SPECC_DEBUG") == "1":
-            raise
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        log = Path(tempfile.gettempdir()) / f"specc-crash-{stamp}-{os.getpid()}.log"
-        log.write_text(traceback.format_exc())
-        print(f"specc: internal error (a bug in specc); the traceback is in {log}", file=sys.stderr)
-        raise typer.Exit(70)
+        _failure(e)
     raise typer.Exit(code)
 
 
-@app.command(epilog="Example: specc build specs/transformer_encoder.yaml --set depth=2")
+def _closed_stdout() -> None:
+    """The reader went away (`specc schema | head -1`): stop quietly, as `cat` would."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    raise typer.Exit(128 + signal.SIGPIPE)
+
+
+def _failure(e: Exception) -> None:
+    from exporters.errors import WriteError
+
+    from .training.errors import stopped
+    if isinstance(e, WriteError):
+        print(f"error: {e}\nhint: free some disk space (or raise the file-size limit) and run it again; "
+              "files already there were left as they were", file=sys.stderr)
+        raise typer.Exit(1)
+    code = stopped(e)
+    if code is not None:
+        raise typer.Exit(code)
+    if os.environ.get("SPECC_DEBUG") == "1":
+        raise e
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    log = Path(tempfile.gettempdir()) / f"specc-crash-{stamp}-{os.getpid()}.log"
+    log.write_text("".join(traceback.format_exception(e)))
+    print(f"specc: internal error (a bug in specc); the traceback is in {log}", file=sys.stderr)
+    raise typer.Exit(70)
+
+
+def _say(quiet: bool) -> Callable[[str], None]:
+    return (lambda s: None) if quiet else (lambda s: print(s, flush=True))
+
+
+@app.command(epilog="Examples: specc build specs/transformer_encoder.yaml --set depth=2   "
+             "specc build specs/zoo/resnet.yaml --set layers=[3,4,6,3] --set bottleneck=true --weights resnet50.pth")
 def build(
-    spec: Annotated[str, typer.Argument(help="The spec file (.yaml).")],
+    spec: Annotated[str, typer.Argument(help="The spec file (.yaml), or a run folder (to eject or draw it).")],
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder to write (default: runs/<name>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start a trained run over.")] = False,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Import weights strictly: .safetensors or a torch.save'd state_dict.")] = None,
+    weights_map: Annotated[Optional[list[str]], typer.Option("--weights-map", help="Rename the file's keys: PREFIX to strip, or REGEX=REPLACEMENT. Repeatable.")] = None,
     emit_python: Annotated[Optional[Path], typer.Option("--emit-python", help="Also write standalone PyTorch source.")] = None,
     graph: Annotated[Optional[Path], typer.Option("--graph", help="Also draw the graph: .svg/.png (Graphviz), .dot, .md (Mermaid).")] = None,
     code: Annotated[bool, typer.Option("--code", help="Print the generated forward().")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary table.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Check and compile a spec, print its summary, and write the run folder."""
 
     def run() -> None:
-        from .api import build_run
+        from . import api
         from .render import console, summary_table
-        result = build_run(spec, set_, out, force)
+        say = _say(quiet)
+        if api.is_run(spec) and not (set_ or out or force or weights):  # a run: use it as it is
+            compiled, where = api.compiled_run(spec), None
+        else:
+            result = api.build_run(spec, set_, out, force, weights=weights, weights_map=weights_map or ())
+            compiled, where = result.compiled, result.run_dir
         if not quiet:
-            console().print(summary_table(result.compiled.summary))
+            console().print(summary_table(compiled.summary))
         if code:
-            print(result.compiled.module.code.strip())
+            print(compiled.module.code.strip())
         if emit_python is not None:
-            from .api import emit_python as emit
-            emit(result.compiled, emit_python)
-            print(f"wrote {emit_python}")
+            api.emit_python(compiled, emit_python)
+            say(f"wrote {emit_python}")
         if graph is not None:
-            from .api import write_graph
-            write_graph(result.compiled, graph)
-            print(f"wrote {graph}")
-        print(f"wrote {result.run_dir}/ (spec.yaml, summary.json, model.safetensors)")
+            api.write_graph(compiled, graph)
+            say(f"wrote {graph}")
+        if where is not None:
+            say(f"wrote {where}/ (spec.yaml, summary.json, model.safetensors)")
 
     _guard(run)
 
@@ -104,26 +139,21 @@ def train(
     device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start a trained run over.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder for a spec (default: runs/<name>).")] = None,
     nproc: Annotated[int, typer.Option("--nproc", help="DDP processes on this machine, through torchrun.")] = 1,
+    compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the training step (default: train.compile).")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to RUN/tensorboard.")] = False,
+    quiet: Quiet = False,
 ) -> None:
-    """Train a spec with the shared loop: checkpoints every epoch, exact --resume, DDP with --nproc."""
+    """Train a spec with the shared loop: checkpoints, exact --resume, DDP with --nproc."""
 
     def run() -> int:
-        from .distributed import WorkersFailed, check_nproc
-        from .loop import TrainingDiverged
-        from .trainer import train as train_run
+        from . import api
+        from .training.distributed import check_nproc
         check_nproc(nproc)
-        try:
-            result = train_run(target, set_, epochs=epochs, device=device, resume=resume, force=force, nproc=nproc,
-                               tensorboard=tensorboard)
-        except TrainingDiverged as e:
-            print(f"error: training diverged: {e}", file=sys.stderr)
-            return 1
-        except WorkersFailed as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1 if e.code == 1 else 2 if e.code == 2 else 1
-        if result.history:
+        result = api.train(target, set_, epochs=epochs, device=device, resume=resume, force=force, nproc=nproc,
+                           tensorboard=tensorboard, compile=compile_, out=out, quiet=quiet)
+        if result.history and not quiet:
             print(f"trained {result.run_dir} for {result.epochs} epochs: " +
                   ", ".join(f"{k} {v:.4g}" for k, v in result.final.items()
                             if isinstance(v, float) and k not in ("seconds", "samples_per_s", "lr")))
@@ -146,30 +176,28 @@ def export(
     exporter: Annotated[Optional[str], typer.Option("--exporter", help="ONNX exporter: dynamo (default) or legacy.")] = None,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Exit 0 even if parity fails.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Re-check the artifacts already in RUN/export.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Export a run, reload every artifact, check parity at every size, write export/parity.{json,md}."""
 
     def run() -> int:
-        from .exporting import export as export_run, print_report
-        from exporters.errors import ExportError
+        from . import api
+        from .exporting import print_report
         chosen = [f for f, on in (("onnx", onnx), ("torchscript", torchscript), ("pt2", pt2), ("compile", compile_))
                   if on or all_]
-        try:
-            rep = export_run(target, chosen or None, opset=opset, atol=atol, rtol=rtol, exporter=exporter,
-                             verify=verify)
-        except ExportError as e:
-            print(f"error: {e}\nhint: {e.hint}", file=sys.stderr)
-            return 2
-        print_report(rep)
-        where = "export/parity.json"
-        if not rep.passed:
-            print(f"error: parity failed (see {where}); pass --allow-mismatch to accept it", file=sys.stderr)
-            return 0 if allow_mismatch else 1
+        rep = api.export(target, chosen or None, opset=opset, atol=atol, rtol=rtol, exporter=exporter, verify=verify,
+                         out=_say(quiet))
+        if not quiet:
+            print_report(rep)
         if rep.errors:
             for e in rep.errors:
                 print(f"error: {e['format']}: {e['message']}\nhint: {e['hint']}", file=sys.stderr)
             return 2
-        print(f"parity passed: {len(rep.checks)} checks within atol {rep.atol:g}, rtol {rep.rtol:g}")
+        if not rep.passed:
+            print("error: parity failed (see export/parity.json); pass --allow-mismatch to accept it", file=sys.stderr)
+            return 0 if allow_mismatch else 1
+        if not quiet:
+            print(f"parity passed: {len(rep.checks)} checks within atol {rep.atol:g}, rtol {rep.rtol:g}")
         return 0
 
     _guard(run)
@@ -187,8 +215,8 @@ def diff(
     """Compare two specs or runs: node, shape and parameter changes, and checkpoint compatibility."""
 
     def run() -> None:
-        from .api import diff as diff_specs
-        result = diff_specs(a, b, set_a, set_b)
+        from . import api
+        result = api.diff(a, b, set_a, set_b)
         if as_json:
             print(json.dumps(result, indent=2))
             return
@@ -206,21 +234,11 @@ def ops(
     """List every op with its arguments ([inferred] marks the input size specc fills in)."""
 
     def run() -> None:
-        from compiler.ops import registry, signature
-        from compiler.types import describe
-        rows = []
-        for name, op in registry().items():
-            args = [{"name": a.name, "type": describe(a.type) or "any", "required": a.required,
-                     "default": None if a.required else a.default,
-                     "inferred": bool(op.infer and op.infer.arg == a.name)} for a in op.args.values()]
-            lo, hi = op.inputs
-            rows.append({"name": name, "kind": op.kind, "inputs": str(lo) if lo == hi else f"{lo}..{'n' if hi < 0 else hi}",
-                         "arguments": signature(op).split("(", 1)[1][:-1], "args": args, "doc": op.doc,
-                         "formats": sorted(op.formats), "plugin": op.plugin})
+        from .render import console, op_rows, ops_table
+        rows = op_rows()
         if as_json:
             print(json.dumps([{k: v for k, v in r.items() if k != "arguments"} for r in rows], indent=2, default=str))
             return
-        from .render import console, ops_table
         console().print(ops_table(rows))
 
     _guard(run)

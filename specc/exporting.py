@@ -10,42 +10,28 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-from compiler.errors import SpecError, file_loc
-from compiler.pipeline import compile_spec
+from compiler.errors import SpecError, file_loc, first_line
+from compiler.export_section import FORMATS, ExportConfig
 from exporters import compiled as compile_check
 from exporters import locate, parity, report as reports, to_onnx, to_pt2, to_torchscript
 from exporters.artifact import Artifact
 from exporters.errors import ExportError
 from exporters.inputs import example_inputs, make_inputs, size_grid
 
-from . import __version__, api
-from .exportspec import FORMATS, ExportConfig, parse_export
+from . import __version__, runs
+from .building import compile_run
 from .fsutil import atomic_write_text
-from .runs import RUNS, SPEC, SUMMARY, WEIGHTS, has_checkpoints, is_run, load_weights, target_path
 
 FILES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
 
 
-class ParityFailed(Exception):
-    def __init__(self, report: parity.ParityReport):
-        super().__init__("parity failed")
-        self.report = report
-
-
 def _run_dir(target: Any) -> Path:
     """The run to export: the target run, or the run of the target spec (built first if needed)."""
-    path = target_path(target)
-    if is_run(path):
-        return path
-    spec = api.load(path)
-    run_dir = RUNS / spec.name
-    if not is_run(run_dir):
-        api.build_run(spec, out=run_dir, origin=str(path))
-    elif api.load(run_dir / SPEC).hash != spec.hash:
-        if has_checkpoints(run_dir):
-            raise SpecError.at(file_loc(str(run_dir)), f"{run_dir} was trained from a different version of {path}",
-                               f"export the run itself (specc export {run_dir}), or retrain it")
-        api.build_run(spec, out=run_dir, force=True, origin=str(path))
+    run_dir, spec, origin = runs.run_of(target)
+    if run_dir is not None:
+        return run_dir
+    run_dir = runs.RUNS / spec.name
+    runs.ensure_built(spec, run_dir, origin)
     return run_dir
 
 
@@ -55,20 +41,16 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     """Export a run (or a spec's run), check every artifact against the eager model, write the reports."""
     say = out or (lambda s: print(s, flush=True))
     run_dir = _run_dir(target)
-    spec = api.load_run(run_dir)
-    cfg = parse_export(spec).override(opset=opset, atol=atol, rtol=rtol, exporter=exporter)
+    compiled = compile_run(run_dir)
+    spec = compiled.spec
+    cfg = spec.export.override(opset=opset, atol=atol, rtol=rtol, exporter=exporter)
     chosen = tuple(formats) if formats else cfg.formats
     for f in chosen:
         if f not in FORMATS:
             raise SpecError.at(file_loc("--format"), f"unknown format {f!r}", f"formats: {', '.join(FORMATS)}")
-    compiled = compile_spec(spec)
     module = compiled.module
-    weights = run_dir / WEIGHTS
-    if not weights.is_file():
-        raise SpecError.at(file_loc(str(weights)), "the run has no weights", "build it again: specc build SPEC --force")
-    load_weights(module, weights)
     module.train(False)  # eval mode
-    trained = has_checkpoints(run_dir) or "trained" in api.read_json(run_dir / SUMMARY)
+    trained = runs.is_trained(run_dir)
     if not trained:
         say(f"note: {run_dir} was never trained; exporting its initial weights")
     _check_plugin_formats(compiled, chosen)
@@ -98,7 +80,8 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
             say(f"             {art.warnings}")
     grid = size_grid(inputs, cfg.dims)
     checks = parity.run_checks(module, inputs, output_names, runners, grid, cfg.atol, cfg.rtol, cfg.seed)
-    passed = all(c.passed for c in checks) and bool(checks or not runners)
+    # honest: at least one check, every check passed, and no format failed to be produced
+    passed = bool(checks) and all(c.passed for c in checks) and not errors
     rep = parity.ParityReport(passed, checks, cfg.atol, cfg.rtol, trained=trained)
     rep.artifacts = [{"format": a.format, "path": str(a.path) if a.path else None, "seconds": round(a.seconds, 3),
                       "megabytes": round(a.megabytes, 3), "method": a.method, "notes": a.notes,
@@ -113,7 +96,7 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     if "compile" in runners:
         xs = make_inputs(inputs, grid[-1], cfg.seed)
         rep.compile_speedup = round(compile_check.speed_ratio(lambda: module(*xs), lambda: runners["compile"](xs)), 3)
-    if not passed:
+    if any(not c.passed for c in checks):
         rep.divergence = _divergence(rep, module, inputs, cfg, export_dir)
     _write_reports(rep, export_dir, spec.name, "onnx" in runners)
     return rep
@@ -143,7 +126,7 @@ def _produce(fmt: str, module: Any, example: list, spec: Any, cfg: ExportConfig,
     except ExportError:
         raise
     except Exception as e:
-        raise ExportError(fmt, f"{path} cannot be loaded: {str(e).strip().splitlines()[0][:200]}",
+        raise ExportError(fmt, f"{path} cannot be loaded: {first_line(e, 200)}",
                           "export it again") from None
 
 
@@ -185,7 +168,7 @@ def _divergence(rep: parity.ParityReport, module: Any, inputs: Any, cfg: ExportC
         found = locate.first_divergence(failing.format, path, module, xs, cfg.atol, cfg.rtol)
     except Exception as e:  # the search is a diagnosis aid: its failure must not hide the verdict
         return {"format": failing.format, "node": "?", "op": "?", "location": "", "file": "", "line": 0,
-                "how": f"could not compare intermediate outputs: {str(e).splitlines()[0][:200]}", "max_abs_err": 0.0}
+                "how": f"could not compare intermediate outputs: {first_line(e, 200)}", "max_abs_err": 0.0}
     if found is not None:
         found["format"] = failing.format
         found["sizes"] = failing.sizes

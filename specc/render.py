@@ -32,6 +32,20 @@ def summary_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def op_rows() -> list[dict[str, Any]]:
+    """Every op (plugins included) with its arguments, as `specc ops` shows them."""
+    from compiler.ops import registry, signature
+    rows = []
+    for name, op in registry().items():
+        args = [{"name": a.name, "type": a.type, "required": a.required, "default": None if a.required else a.default,
+                 "inferred": bool(op.infer and op.infer.arg == a.name)} for a in op.args.values()]
+        lo, hi = op.inputs
+        rows.append({"name": name, "kind": op.kind, "inputs": str(lo) if lo == hi else f"{lo}..{'n' if hi < 0 else hi}",
+                     "arguments": signature(op).split("(", 1)[1][:-1], "args": args, "doc": op.doc,
+                     "formats": sorted(op.formats), "plugin": op.plugin})
+    return rows
+
+
 def ops_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(header_style="bold", show_lines=False)
     table.add_column("op", no_wrap=True)

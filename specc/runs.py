@@ -1,12 +1,26 @@
-"""Run folders (DESIGN §5): where they are, what `specc build` writes, which one is the latest."""
+"""Run folders (DESIGN §5), in one place: which folder a target means, what a build writes, when a
+folder may be overwritten, and reading a run back.
+
+    runs/<name>/spec.yaml          the resolved spec (params and overrides applied, data paths absolute)
+               summary.json        parameters, inputs, outputs, nodes (and `trained` after training)
+               model.safetensors   the weights: initial, imported (--weights) or trained
+               checkpoints/        written by specc train; a run with checkpoints is not rebuilt unless --force
+
+Nothing here imports torch at import time.
+"""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+import compiler
 from compiler.errors import SpecError, file_loc
+from compiler.spec import Spec
 
 from .fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -22,8 +36,8 @@ def latest_run(root: Path = RUNS) -> Path:
     return max(candidates, key=lambda p: p.stat().st_mtime_ns).parent
 
 
-def is_run(path: str | os.PathLike) -> bool:
-    if isinstance(path, str) and ("\n" in path or len(path) > 4096):
+def is_run(path: Any) -> bool:
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, str) and ("\n" in path or len(path) > 4096):
         return False  # YAML text, not a path
     try:
         return Path(path).is_dir() and (Path(path) / SPEC).is_file()
@@ -46,51 +60,102 @@ def target_path(target: str | os.PathLike | None) -> Path:
     return p
 
 
-def load_weights(module: Any, path: Path) -> None:
-    """Weights from a safetensors file, refusing anything that does not fit the model exactly."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load as st_load
+def load(source: Any, params: Any = None) -> Spec:
+    """A spec from a path, YAML text, a dict, a run folder, or a loaded Spec."""
+    if isinstance(source, Spec):
+        if params:
+            raise TypeError("overrides apply to a spec source, not to a loaded Spec")
+        return source
+    if is_run(source):
+        source = Path(source) / SPEC
+    return compiler.load(source, params)
+
+
+def load_run(run_dir: Path, params: Any = None) -> Spec:
+    """A run's spec, read from the spec file it was built from when that file still resolves to the
+    same spec (so errors point at the file the user edits), else from the run's spec.yaml."""
+    run_spec = compiler.load(Path(run_dir) / SPEC, params)
+    if params:
+        return run_spec
     try:
-        state = st_load(path.read_bytes())
-    except (SafetensorError, OSError, ValueError) as e:
-        raise SpecError.at(file_loc(str(path)), f"not a readable weight file: {str(e)[:200]}",
-                           "rebuild the run with specc build --force") from None
-    own = module.state_dict()
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    bad = [k for k in own if k in state and (state[k].shape != own[k].shape or state[k].dtype != own[k].dtype)]
-    if missing or extra or bad:
-        parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "",
-                 f"wrong shape or dtype: {bad[0]} {tuple(state[bad[0]].shape)} {state[bad[0]].dtype} vs "
-                 f"{tuple(own[bad[0]].shape)} {own[bad[0]].dtype}" if bad else ""]
-        raise SpecError.at(file_loc(str(path)), "weights do not fit the model: " + "; ".join(p for p in parts if p),
-                           "the file belongs to another spec; rebuild the run")
-    module.load_state_dict(state)
+        source = json.loads((Path(run_dir) / SUMMARY).read_text()).get("source")
+        if source and Path(source).is_file():
+            original = compiler.load(source)
+            if original.hash == run_spec.hash:
+                return original
+    except (OSError, ValueError, SpecError, AttributeError):
+        pass
+    return run_spec
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SpecError.at(file_loc(str(path)), f"cannot read {Path(path).name}: {e}", "rebuild the run") from None
+    if not isinstance(data, dict):
+        raise SpecError.at(file_loc(str(path)), f"{Path(path).name} is not a JSON object", "rebuild the run")
+    return data
+
+
+def resolved_yaml(spec: Spec, origin: str) -> str:
+    """spec.yaml of a run: params evaluated, overrides applied, data paths absolute."""
+    from specc import __version__
+    header = f"# resolved by specc {__version__} from {origin}; params and overrides applied\n"
+    return header + yaml.safe_dump(spec.resolved(), sort_keys=False, allow_unicode=True, width=100)
 
 
 def has_checkpoints(run_dir: Path) -> bool:
-    from .checkpoint import listing
+    from .training.checkpoint import listing
     return bool(listing(run_dir / CHECKPOINTS))
 
 
-def state_bytes(module: Any) -> bytes:
-    from safetensors.torch import save
-    return save({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()})
+def is_trained(run_dir: Path) -> bool:
+    return has_checkpoints(run_dir) or "trained" in read_json(run_dir / SUMMARY)
+
+
+def check_overwrite(run_dir: Path, force: bool) -> None:
+    """The one overwrite rule: a run that has been trained is replaced only with `force`."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SpecError.at(file_loc(str(run_dir)), "run path exists and is not a folder", "pass --out DIR")
+    if (run_dir / CHECKPOINTS).exists() and not force:
+        raise SpecError.at(file_loc(str(run_dir)), "this run has been trained; building again would replace "
+                           "its weights", "pass --out DIR for a new run, or --force to start this one over")
 
 
 def write_build(run_dir: Path, spec_yaml: str, summary: dict, weights: bytes, force: bool = False) -> None:
-    """Write spec.yaml, summary.json and model.safetensors, each atomically.
-
-    A run that has been trained is not overwritten unless `force`: rebuilding would replace the
-    trained weights with fresh ones.
-    """
+    """Write spec.yaml, summary.json and model.safetensors, each atomically (summary.json last: its
+    presence marks a complete build)."""
+    check_overwrite(run_dir, force)
     if (run_dir / CHECKPOINTS).exists():
-        if not force:
-            raise SpecError.at(file_loc(str(run_dir)), "this run has been trained; building again would replace "
-                               "its weights", "pass --out DIR for a new run, or --force to start this one over")
         shutil.rmtree(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise SpecError.at(file_loc(str(run_dir)), "run path exists and is not a folder", "pass --out DIR")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / WEIGHTS, weights)
     atomic_write_text(run_dir / SPEC, spec_yaml)
-    atomic_write_json(run_dir / SUMMARY, summary)  # last: its presence marks a complete build
+    atomic_write_json(run_dir / SUMMARY, summary)
+
+
+def origin_of(source: Any) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) and "\n" not in str(source) else "<text>"
+
+
+def run_of(target: Any, params: Any = None) -> tuple[Path | None, Spec, str]:
+    """(the run folder if TARGET is one, the spec it means, where the spec came from)."""
+    path = target_path(target)
+    if is_run(path):
+        return path, load_run(path, params), str(path)
+    return None, load(path, params), str(path)
+
+
+def ensure_built(spec: Spec, run_dir: Path, origin: str) -> None:
+    """Build `run_dir` from `spec` unless it already holds exactly this spec. A run trained from a
+    different version of the spec is never replaced here."""
+    if is_run(run_dir):
+        old = load(run_dir)
+        if old.hash == spec.hash:
+            return
+        if has_checkpoints(run_dir):
+            raise SpecError.at(file_loc(str(run_dir)), f"{run_dir} was trained from a different version of {origin}",
+                               f"use the run itself ({run_dir}), or start it over with --force")
+    from .building import build_run
+    build_run(spec, out=run_dir, force=True, origin=origin)

@@ -62,7 +62,7 @@ def test_code_reads_like_the_spec():
 
 
 def test_symbolic_dims_are_carried_by_name():
-    compiled = specc.api.compile(spec("""
+    compiled = specc.api.compiled(spec("""
         specc: 1
         name: sym
         inputs: {x: [batch, time, 4]}
@@ -114,7 +114,7 @@ def test_params_overrides_by_name_and_dotted_path():
     path = ROOT / "specs/transformer_encoder.yaml"
     small = specc.load(path, ["depth=2", "embed=32", "train.optimizer.lr=0.01", "layers.2.out_features=3"])
     assert small.params["depth"] == 2 and small.params["embed"] == 32
-    assert small.train.plain()["optimizer"]["lr"] == 0.01
+    assert small.train.optimizer.kwargs["lr"] == 0.01
     model = specc.build(path, {"depth": 1, "classes": 5})
     assert model(torch.randn(2, 16, 64)).shape == (2, 5)
     assert not any(k.startswith("layers.1.") for k in model.state_dict())
@@ -141,7 +141,7 @@ def test_override_value_errors_point_at_the_override():
         specc.build(ROOT / "specs/transformer_encoder.yaml", ["depth=abc"])
     d = info.value.diagnostics[0]
     assert (d.file, d.line) == (str(ROOT / "specs/transformer_encoder.yaml"), 37)  # the use: repeat: $depth
-    assert d.message == "repeat must be a positive integer, got 'abc'"
+    assert d.message == "repeat must be an integer ≥ 0, got 'abc'"
     assert d.hint == "the value of 'depth' comes from --set depth=abc"
 
 

@@ -7,7 +7,7 @@ from compiler.errors import Loc, SpecError
 from compiler.expr import eval_string
 
 L = Loc("e.yaml", 3, 7)
-SCOPE = {"dim": 64, "heads": 4, "ratio": 0.5, "name": "enc"}
+SCOPE = {"dim": 64, "heads": 4, "ratio": 0.5, "name": "enc", "sizes": [1, 2, 3], "flag": False, "i": 0}
 
 
 @pytest.mark.parametrize("text,value", [
@@ -23,6 +23,15 @@ SCOPE = {"dim": 64, "heads": 4, "ratio": 0.5, "name": "enc"}
     ("${-dim + +1}", -63),
     ("layer_${dim}", "layer_64"),
     ("${dim}x${heads}", "64x4"),
+    ("${dim > 2}", True),
+    ("${dim if heads == 4 else 0}", 64),
+    ("${1 < heads <= 4 and not ratio > 1}", True),
+    ("${sizes[1] + sizes[-1]}", 5),
+    ("${[1, 2] + sizes}", [1, 2, 1, 2, 3]),
+    ("${len(sizes)}", 3),
+    ("${name == 'enc' or dim}", True),
+    ("${flag}", False),
+    ("${2 if i == 0 else 1}", 2),
 ])
 def test_values(text, value):
     assert eval_string(text, SCOPE, L) == value
@@ -31,11 +40,14 @@ def test_values(text, value):
 @pytest.mark.parametrize("text,message", [
     ("${__import__('os').system('x')}", "not allowed"),
     ("${dim.real}", "not allowed"),
-    ("${[1, 2]}", "not allowed"),
-    ("${dim if 1 else 2}", "not allowed"),
     ("${(lambda: 1)()}", "not allowed"),
-    ("${'a' * 3}", "not allowed"),
-    ("${dim > 2}", "not allowed"),
+    ("${[x for x in sizes]}", "not allowed"),
+    ("${sizes[0:2]}", "slices are not allowed"),
+    ("${sizes[3]}", "index 3 is out of range for a list of 3"),
+    ("${sizes['a']}", "a list index must be an integer"),
+    ("${dim[0]}", "cannot index a number"),
+    ("${'a' * 3}", "a string is not a number"),
+    ("${dim < 'a'}", "cannot compare a number with a string"),
     ("${exec('1')}", "unknown function 'exec'"),
     ("${dimm}", "unknown param 'dimm'"),
     ("${name * 2}", "not a number"),

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 import specc
 from conftest import ROOT, run_cli
-from specc.loop import TrainingDiverged
+from specc.training.errors import TrainingDiverged
 
 TRAIN = ROOT / "tests/cases/train"
 
@@ -60,10 +60,11 @@ def test_run_folder_after_training(in_tmp):
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,lr,loss,mae,r2,val_loss,val_mae,val_r2") and len(rows) == 4
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the first epoch and the last are checkpointed; epoch 2 came sooner than min_interval_s (10 s)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "epoch-000001.safetensors", "epoch-000002.safetensors", "epoch-000003.safetensors"]
+        "epoch-000001.safetensors", "epoch-000003.safetensors"]
     trained = load_file(run / "model.safetensors")
-    from specc.checkpoint import from_bytes
+    from specc.training.checkpoint import from_bytes
     last = from_bytes((run / "checkpoints/epoch-000003.safetensors").read_bytes(), "x", None)
     assert all(torch.equal(trained[k], last["model"][k]) for k in trained)
     # a trained run is not silently restarted
@@ -108,7 +109,7 @@ def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(in_tmp):
     assert "loss became inf at epoch 31, step 1 (global step 30)" in r.stderr
     assert "checkpoints/epoch-000030.safetensors" in r.stderr
     run = in_tmp / "runs/diverge"
-    from specc.checkpoint import latest
+    from specc.training.checkpoint import latest
     path, state = latest(run / "checkpoints", None)
     assert state["epoch"] == 30
     assert all(torch.isfinite(t).all() for t in state["model"].values())
@@ -123,7 +124,7 @@ def test_diverged_run_raises_in_the_api():
 
 
 def test_a_second_trainer_is_refused_and_a_dead_ones_lock_is_recovered(in_tmp):
-    from specc.lock import RunLock
+    from specc.training.lock import RunLock
     assert run_cli("build", ROOT / "specs/mlp2_zigzag.yaml", "-q", cwd=in_tmp).returncode == 0
     run = in_tmp / "runs/seed-mlp2-zigzag"
     with RunLock(run):
@@ -131,7 +132,7 @@ def test_a_second_trainer_is_refused_and_a_dead_ones_lock_is_recovered(in_tmp):
         assert r.returncode == 2 and f"being trained by pid {os.getpid()}" in r.stderr
     # a process that holds the lock and is killed leaves a stale lock file behind
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
-                               "from specc.lock import RunLock; from pathlib import Path;"
+                               "from specc.training.lock import RunLock; from pathlib import Path;"
                                "l = RunLock(Path(sys.argv[2])).__enter__(); print('held', flush=True); time.sleep(60)",
                                str(ROOT), str(run)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

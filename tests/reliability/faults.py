@@ -70,7 +70,7 @@ def _run(ctx, workdir: Path, target: str, resume: bool, epochs: int | None, kill
 
 def _checkpoints(run: Path) -> tuple[list[int], int, list[str]]:
     """(epochs of the checkpoints that read cleanly, how many are damaged, temp files left)."""
-    from specc import checkpoint
+    from specc.training import checkpoint
     good, bad = [], 0
     for epoch, path in checkpoint.listing(run / "checkpoints"):
         try:
@@ -82,11 +82,11 @@ def _checkpoints(run: Path) -> tuple[list[int], int, list[str]]:
     return good, bad, temps
 
 
-def kill_and_resume(workdir: Path, kills: int = 50, epochs: int = 160, seed: int = 0) -> KillStats:
+def kill_and_resume(workdir: Path, kills: int = 50, epochs: int = 240, seed: int = 0) -> KillStats:
     import torch  # imported before forking (never used for compute here), so children start at once
     from safetensors.torch import load_file
 
-    import specc.trainer  # noqa: F401  (loaded once here, so forked children start at once)
+    import specc.training.session  # noqa: F401  (loaded once here, so forked children start at once)
     ctx = mp.get_context("fork")
     rng = random.Random(seed)
     stats = KillStats(epochs=epochs)
@@ -99,7 +99,7 @@ def kill_and_resume(workdir: Path, kills: int = 50, epochs: int = 160, seed: int
     temps_before: set[str] = set()
     for i in range(kills):
         in_write = run / "checkpoints" if i % 2 else None  # every other kill lands inside a checkpoint write
-        code = _run(ctx, chained, str(run), True, epochs, rng.uniform(0.1, 1.0), in_write)
+        code = _run(ctx, chained, str(run), True, epochs, rng.uniform(0.05, 0.6), in_write)
         if code is not None:
             stats.notes.append(f"kill {i}: the trainer finished before the kill (exit {code})")
             break

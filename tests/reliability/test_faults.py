@@ -43,7 +43,7 @@ def test_file_size_limit_during_a_checkpoint_keeps_the_previous_one(tmp_path):
     assert r.returncode == 1, r.stderr
     assert "cannot write" in r.stderr and "File too large" in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before  # intact, no temp files
-    from specc import checkpoint
+    from specc.training import checkpoint
     path, state = checkpoint.latest(run / "checkpoints", None)
     assert state["epoch"] == 2
     # and the run goes on once there is room

@@ -1,8 +1,8 @@
 """Checkpoints without pickle: one safetensors file per checkpoint, written atomically.
 
 Tensors (weights, optimizer moments, RNG states) are safetensors entries; everything else
-(epoch, step, scheduler and scaler state, optimizer hyper-parameters, metric history) is JSON in
-the file's metadata. Nested state dicts are flattened: a tensor becomes {"$t": key}, a tuple
+(epoch, step, scheduler and scaler state, optimizer hyper-parameters, a partial epoch's metric
+sums) is JSON in the file's metadata. The history is not in it: metrics.csv holds that. Nested state dicts are flattened: a tensor becomes {"$t": key}, a tuple
 {"$tuple": [...]}, a dict with non-string keys {"$dict": [[k, v], ...]}.
 """
 from __future__ import annotations
@@ -18,12 +18,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from compiler.errors import SpecError, file_loc
+from compiler.errors import SpecError, file_loc, first_line
 
-from .fsutil import atomic_write_bytes
+from ..fsutil import atomic_write_bytes
 
 FORMAT = "specc-checkpoint-1"
-_NAME = re.compile(r"epoch-(\d{6})\.safetensors$")
+_NAME = re.compile(r"epoch-(\d{6})(?:\+(\d{6}))?\.safetensors$")  # epochs done (+ batches of the next)
 
 
 def encode(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
@@ -99,24 +99,25 @@ def _metadata(data: bytes) -> dict[str, str]:
 
 
 def _short(e: BaseException) -> str:
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    return first_line(e, 200)
 
 
-def path_for(folder: Path, epoch: int) -> Path:
-    return folder / f"epoch-{epoch:06d}.safetensors"
+def path_for(folder: Path, epoch: int, batches: int = 0) -> Path:
+    """`epoch-000005.safetensors` after 5 epochs; `epoch-000005+000123.safetensors` 123 batches into the 6th."""
+    return folder / (f"epoch-{epoch:06d}.safetensors" if not batches else f"epoch-{epoch:06d}+{batches:06d}.safetensors")
 
 
 def listing(folder: Path) -> list[tuple[int, Path]]:
-    """(epoch, path), oldest first; temp files of interrupted writes are not listed."""
+    """(epochs done, path), oldest first; temp files of interrupted writes are not listed."""
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.fullmatch(p.name))]
-    return sorted(found)
+    found = [((int(m.group(1)), int(m.group(2) or 0)), p) for p in folder.iterdir() if (m := _NAME.fullmatch(p.name))]
+    return [(key[0], p) for key, p in sorted(found)]
 
 
-def write(folder: Path, epoch: int, state: dict[str, Any], model_hash: str, keep: int) -> Path:
+def write(folder: Path, epoch: int, batches: int, state: dict[str, Any], model_hash: str, keep: int) -> Path:
     """Write atomically (temp, fsync, rename), then drop all but the newest `keep`."""
-    path = path_for(folder, epoch)
+    path = path_for(folder, epoch, batches)
     atomic_write_bytes(path, to_bytes(state, model_hash))
     for _, old in listing(folder)[:-keep]:
         old.unlink(missing_ok=True)

@@ -36,7 +36,7 @@ class LineProgress:
 
 
 class RichProgress:
-    """A live bar per epoch; the loss shown is refreshed every few steps so the bar costs no syncs."""
+    """A live bar per epoch; the loss shown is refreshed every log_every steps, so the bar costs no syncs."""
 
     def __init__(self, epochs: int):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -55,12 +55,15 @@ class RichProgress:
         self.samples, self.t0, self.steps = 0, time.perf_counter(), 0
 
     def step(self, samples: int, loss: Any) -> None:
+        """`loss` is given every log_every steps only: reading it waits for the device."""
         self.samples += samples
         self.steps += 1
         fields = {}
-        if self.steps % 10 == 1:
+        if loss is not None or self.steps == 1:
             rate = self.samples / max(time.perf_counter() - self.t0, 1e-9)
-            fields = {"loss": f"{float(loss):.4g}", "rate": f"{rate:,.0f}"}
+            fields = {"rate": f"{rate:,.0f}"}
+            if loss is not None:
+                fields["loss"] = f"{float(loss):.4g}"
         self.bar.update(self.task, advance=1, **fields)
 
     def end_epoch(self, row: dict[str, Any]) -> None:

@@ -17,6 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from compiler.errors import SpecError, file_loc
 
+from .errors import WorkersFailed
+
 LOCK_HELD = "SPECC_RUN_LOCK_HELD"  # the launcher holds the run's lock for its workers
 
 
@@ -69,12 +71,6 @@ def launch(nproc: int, run_dir: Path, epochs: int | None, device: str | None, re
     code = subprocess.run(cmd, env=environ).returncode
     if code != 0:
         raise WorkersFailed(code)
-
-
-class WorkersFailed(Exception):
-    def __init__(self, code: int):
-        self.code = code
-        super().__init__(f"distributed training failed (torchrun exit {code})")
 
 
 def check_nproc(nproc: int) -> None:

@@ -64,19 +64,26 @@ def sequences(opts: dict, shapes: list[tuple], rng: np.random.Generator):
 
 
 def images(opts: dict, shapes: list[tuple], rng: np.random.Generator):
-    """Oriented gratings: class c is a stripe pattern at angle pi*c/classes, random phase, noise."""
+    """Class c is a small patch of stripes at angle pi*c/classes, placed at a random position in noise,
+    with a random phase and contrast: finding it takes local filters and pooling (a CNN), which a
+    linear model over the pixels does not have."""
     n, k = int(opts.get("samples", 1024)), int(opts.get("classes", 4))
     channels = _size(opts, "channels", shapes[0], 0, 3)
     size = _size(opts, "size", shapes[0], -1, 16)
+    patch = max(3, size // 2)
     y = rng.integers(0, k, size=n)
     theta = np.pi * y / k
-    u, v = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    u, v = np.meshgrid(np.arange(patch), np.arange(patch), indexing="ij")
     freq = float(opts.get("frequency", 0.25))
     phase = rng.uniform(0, 2 * np.pi, size=n)
     proj = u[None] * np.cos(theta)[:, None, None] + v[None] * np.sin(theta)[:, None, None]
-    pattern = np.sin(2 * np.pi * freq * proj + phase[:, None, None])  # (n, size, size)
+    stripes = np.sin(2 * np.pi * freq * proj + phase[:, None, None]) * rng.uniform(0.6, 1.2, size=(n, 1, 1))
+    x = rng.normal(0, float(opts.get("noise", 0.5)), size=(n, channels, size, size))
+    top = rng.integers(0, size - patch + 1, size=n)
+    left = rng.integers(0, size - patch + 1, size=n)
     mix = rng.uniform(0.5, 1.0, size=(n, channels, 1, 1))
-    x = pattern[:, None] * mix + rng.normal(0, float(opts.get("noise", 0.5)), size=(n, channels, size, size))
+    for i in range(n):
+        x[i, :, top[i]:top[i] + patch, left[i]:left[i] + patch] += stripes[i][None] * mix[i]
     return [x.astype(np.float32)], y.astype(np.int64)
 
 

@@ -1,0 +1,103 @@
+"""`specc build`: compile a spec (optionally importing weights), write its run folder, and the
+extras a build can write: standalone PyTorch source and a picture of the graph."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from compiler.errors import SpecError, file_loc
+from compiler.pipeline import Compiled, compile_spec
+
+from . import runs, weights
+
+
+@dataclass
+class BuildResult:
+    compiled: Compiled
+    run_dir: Path
+
+
+def compile_with(source: Any, params: Any = None, weights_file: Any = None,
+                 weights_map: Iterable[str] = ()) -> Compiled:
+    """Load and compile (weights seeded by `train.seed`); with `weights_file`, load it strictly."""
+    compiled = compile_spec(runs.load(source, params))
+    if weights_file is not None:
+        state = weights.rename(weights.read(weights_file), list(weights_map))
+        weights.load_strict(compiled.module, state, weights_file, weights.aliases(compiled.module))
+    elif weights_map:
+        raise SpecError.at(file_loc("--weights-map"), "--weights-map renames the keys of --weights", "add --weights FILE")
+    return compiled
+
+
+def build_run(source: Any, params: Any = None, out: str | os.PathLike | None = None, force: bool = False,
+              origin: str | None = None, weights_file: Any = None, weights_map: Iterable[str] = ()) -> BuildResult:
+    """Compile, then write the run folder (spec.yaml, summary.json, model.safetensors)."""
+    compiled = compile_with(source, params, weights_file, weights_map)
+    from specc import __version__
+    run_dir = Path(out) if out is not None else runs.RUNS / compiled.spec.name
+    runs.check_overwrite(run_dir, force)
+    origin = origin if origin is not None else runs.origin_of(source)
+    summary = dict(compiled.summary, specc_version=__version__, source=origin)
+    if weights_file is not None:
+        summary["weights"] = {"imported": str(weights_file), "map": list(weights_map)}
+    runs.write_build(run_dir, runs.resolved_yaml(compiled.spec, origin), summary, weights.state_bytes(compiled.module),
+                     force)
+    return BuildResult(compiled, run_dir)
+
+
+def compile_run(run_dir: Path) -> Compiled:
+    """A run's model with the weights it holds (trained, imported or initial), without rebuilding it."""
+    compiled = compile_spec(runs.load_run(run_dir))
+    path = run_dir / runs.WEIGHTS
+    if not path.is_file():
+        raise SpecError.at(file_loc(str(path)), "the run has no weights", "build it again: specc build SPEC --force")
+    weights.load_file(compiled.module, path)
+    return compiled
+
+
+def emit_python(compiled: Compiled, path: str | os.PathLike) -> Path:
+    """Write standalone PyTorch source for a compiled spec (`specc build --emit-python FILE`)."""
+    from compiler.eject import eject
+
+    from .fsutil import atomic_write_text
+    text = eject(compiled.typed, compiled.spec.name, compiled.spec.file)
+    atomic_write_text(path, text)
+    return Path(path)
+
+
+GRAPH_FORMATS = (".dot", ".md", ".svg", ".png")
+
+
+def write_graph(compiled: Compiled, path: str | os.PathLike) -> Path:
+    """A picture of the graph: .dot and .md (Mermaid) always, .svg and .png through Graphviz `dot`."""
+    import shutil
+    import subprocess
+
+    from compiler.picture import to_dot, to_mermaid
+
+    from .fsutil import atomic_write_bytes, atomic_write_text
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in GRAPH_FORMATS:
+        raise SpecError.at(file_loc(str(path)), f"unknown picture format '{suffix or path.name}'",
+                           "use .svg or .png (Graphviz), .dot, or .md (Mermaid)")
+    title = compiled.spec.name
+    if suffix == ".md":
+        atomic_write_text(path, to_mermaid(compiled.typed, title))
+        return path
+    dot_text = to_dot(compiled.typed, title)
+    if suffix == ".dot":
+        atomic_write_text(path, dot_text)
+        return path
+    exe = shutil.which("dot")
+    if exe is None:
+        raise SpecError.at(file_loc(str(path)), "Graphviz 'dot' is not installed, so no .svg or .png can be drawn",
+                           "install it (apt-get install graphviz, brew install graphviz), or write .dot or .md")
+    run = subprocess.run([exe, f"-T{suffix[1:]}"], input=dot_text.encode(), capture_output=True, timeout=120)
+    if run.returncode != 0:
+        raise SpecError.at(file_loc(str(path)), f"dot failed: {run.stderr.decode(errors='replace').strip()[:300]}",
+                           "write .dot and inspect it")
+    atomic_write_bytes(path, run.stdout)
+    return path

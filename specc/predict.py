@@ -1,0 +1,227 @@
+"""`specc predict`: a trained run on new data, with the run's own pre- and post-processing.
+
+    tabular      CSV or NPZ with the spec's feature columns -> the features plus the predicted target
+                 (regression: denormalized with the run's statistics; classification: class, probability)
+    images       a folder (flat or by class)               -> file, class, probability
+    text         a text file, one prompt per line           -> prompt, next (the likeliest next byte), probability
+
+`--onnx` runs `export/model.onnx` in onnxruntime instead of the torch model; the rest is the same code.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from compiler.errors import SpecError, file_loc
+from compiler.spec import Spec
+from compiler.train_section import DataConfig
+
+from . import runs
+
+Runner = Callable[[list[np.ndarray]], np.ndarray]
+
+
+@dataclass
+class Batch:
+    inputs: list[np.ndarray]
+    rows: list[dict[str, Any]]  # what the output CSV repeats of each sample (features, file, prompt)
+
+
+@dataclass
+class Predictions:
+    header: list[str]
+    rows: list[list[Any]]
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(self.header)
+        w.writerows([[f"{v:.6g}" if isinstance(v, float) else v for v in r] for r in self.rows])
+        return buf.getvalue()
+
+
+def _stats(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "normalization.json"
+    if not path.is_file():
+        return {"normalize": "none"}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise SpecError.at(file_loc(str(path)), f"cannot read normalization.json: {e}", "train the run again") from None
+
+
+def _config(spec: Spec, run_dir: Path) -> DataConfig:
+    if spec.train is None:
+        raise SpecError.at(file_loc(str(run_dir)), "the run's spec has no train: section, so its data is unknown",
+                           "predict works on runs trained by specc train")
+    return spec.train.data
+
+
+def predict(target: Any, data: str | Path, onnx: bool = False, batch_size: int = 256) -> Predictions:
+    """Predictions of a run (default: the latest) for the samples in `data`."""
+    run_dir = runs.target_path(target)
+    if not runs.is_run(run_dir):
+        raise SpecError.at(file_loc(str(run_dir)), "predict needs a run folder", "train one first: specc train SPEC")
+    if batch_size < 1:
+        raise SpecError.at(file_loc("--batch-size"), f"--batch-size must be at least 1, got {batch_size}", "--batch-size 64")
+    spec = runs.load_run(run_dir)
+    cfg, stats = _config(spec, run_dir), _stats(run_dir)
+    if not runs.is_trained(run_dir):
+        raise SpecError.at(file_loc(str(run_dir)), "this run was never trained", "train it first: specc train RUN")
+    runner = _onnx_runner(run_dir) if onnx else _torch_runner(run_dir)
+    path = Path(data)
+    if not path.exists():
+        raise SpecError.at(file_loc(str(path)), "no such file or folder", "pass a csv or npz file, an image folder or a text file")
+    reader = _reader(cfg, spec, stats, path)
+    header: list[str] | None = None
+    rows: list[list[Any]] = []
+    for batch in reader(batch_size):
+        out = runner(batch.inputs)
+        head, got = _decode(cfg, spec, stats, out, batch)
+        header = header or head
+        rows += got
+    return Predictions(header or [], rows)
+
+
+# --- models -----------------------------------------------------------------------------------
+
+def _torch_runner(run_dir: Path) -> Runner:
+    import torch
+
+    from .building import compile_run
+    module = compile_run(run_dir).module.eval()
+
+    def run(xs: list[np.ndarray]) -> np.ndarray:
+        with torch.no_grad():
+            out = module(*[torch.from_numpy(x) for x in xs])
+        out = out[0] if isinstance(out, tuple) else out
+        return out.float().numpy()
+
+    return run
+
+
+def _onnx_runner(run_dir: Path) -> Runner:
+    from exporters import to_onnx
+    path = run_dir / "export" / "model.onnx"
+    if not path.is_file():
+        raise SpecError.at(file_loc(str(path)), "the run has no ONNX export", f"export it first: specc export {run_dir} --onnx")
+    sess = to_onnx.session(path)
+    names = [i.name for i in sess.get_inputs()]
+    return lambda xs: sess.run(None, dict(zip(names, xs)))[0].astype(np.float32)
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+def _reader(cfg: DataConfig, spec: Spec, stats: dict, path: Path) -> Callable[[int], Iterator[Batch]]:
+    if cfg.source in ("text", "tokens"):
+        return lambda n: _text(spec, path, n)
+    if cfg.source == "images":
+        return lambda n: _images(spec, stats, path, n)
+    return lambda n: _table(cfg, spec, stats, path, n)
+
+
+def _normalized(x: np.ndarray, entry: dict | None) -> np.ndarray:
+    if entry is None:
+        return x
+    return ((x - np.asarray(entry["center"])) / np.asarray(entry["scale"])).astype(np.float32)
+
+
+def _table(cfg: DataConfig, spec: Spec, stats: dict, path: Path, n: int) -> Iterator[Batch]:
+    from .training import sources
+    names = cfg.features
+    table_cfg = DataConfig("csv" if path.suffix != ".npz" else "npz", path, names, cfg.target, cfg.normalize, 0.0,
+                           cfg.loc, cfg.source_loc)
+    if table_cfg.source == "npz":
+        arrays = sources.read_npz(table_cfg)
+        inputs = list(spec.inputs)
+        wanted = names or (inputs if all(i in arrays for i in inputs) else ["x"])
+        missing = [w for w in wanted if w not in arrays]
+        if missing:
+            raise SpecError.at(file_loc(str(path)), f"array '{missing[0]}' is not in {path}", f"arrays: {', '.join(arrays)}")
+        xs, show = [np.asarray(arrays[w]) for w in wanted], {}
+    else:
+        cols = sources.read_csv(table_cfg)
+        wanted = names or [c for c in cols if c not in (cfg.target or [])]
+        missing = [w for w in wanted if w not in cols]
+        if missing:
+            raise SpecError.at(file_loc(str(path)), f"column '{missing[0]}' is not in {path}",
+                               f"the run was trained on features {', '.join(wanted)}")
+        xs, show = [np.stack([cols[w] for w in wanted], axis=1)], {w: cols[w] for w in wanted}
+    norms = stats.get("inputs") or [None] * len(xs)
+    count = len(xs[0])
+    for s in range(0, count, n):
+        part = []
+        for x, inp, norm in zip(xs, spec.inputs.values(), norms):
+            chunk = x[s:s + n]
+            part.append(chunk.astype(np.int64) if inp.dtype.startswith("int") else _normalized(chunk.astype(np.float32), norm))
+        rows = [{k: float(v[i]) for k, v in show.items()} for i in range(s, min(s + n, count))]
+        yield Batch(part, rows)
+
+
+def _images(spec: Spec, stats: dict, path: Path, n: int) -> Iterator[Batch]:
+    from .training import sources
+    inp = next(iter(spec.inputs.values()))
+    size = stats.get("size") or [d for d in inp.shape[2:]]
+    channels = inp.shape[1]
+    files = sources.flat_images(path) if path.is_dir() else [path]
+    if not files:
+        raise SpecError.at(file_loc(str(path)), "no images here", f"image files end in {', '.join(sources.IMAGE_SUFFIXES)}")
+    norm = (stats.get("inputs") or [None])[0]
+    for s in range(0, len(files), n):
+        part = files[s:s + n]
+        x = np.stack([sources.decode(f, tuple(size), channels) for f in part])
+        if norm is not None:
+            x = ((x - np.asarray(norm["center"]).reshape(-1, 1, 1)) / np.asarray(norm["scale"]).reshape(-1, 1, 1))
+        yield Batch([x.astype(np.float32)], [{"file": str(f)} for f in part])
+
+
+def _text(spec: Spec, path: Path, n: int) -> Iterator[Batch]:
+    """One prompt per line; each is cut to the model's time limit (its last tokens)."""
+    inp = next(iter(spec.inputs.values()))
+    limit = spec.dims[inp.shape[1]].max if isinstance(inp.shape[1], str) else inp.shape[1]
+    lines = [line for line in path.read_bytes().decode("utf-8", errors="replace").splitlines() if line]
+    for line in lines:
+        ids = np.frombuffer(line.encode("utf-8"), dtype=np.uint8).astype(np.int64)[-(limit or 10**9):]
+        yield Batch([ids[None]], [{"prompt": line}])
+
+
+# --- outputs ----------------------------------------------------------------------------------
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def _decode(cfg: DataConfig, spec: Spec, stats: dict, out: np.ndarray, batch: Batch) -> tuple[list[str], list[list]]:
+    task = spec.train.task  # type: ignore[union-attr]
+    keys = list(batch.rows[0]) if batch.rows else []
+    if cfg.source in ("text", "tokens"):
+        p = _softmax(out[:, -1])
+        best = p.argmax(-1)
+        show = [chr(int(b)) if cfg.source == "text" and 32 <= b < 127 else int(b) for b in best]
+        return keys + ["next", "probability"], [[r[k] for k in keys] + [s, float(p[i, b])]
+                                                for i, (r, s, b) in enumerate(zip(batch.rows, show, best))]
+    if task == "classification":
+        p = _softmax(out.reshape(len(out), -1))
+        best = p.argmax(-1)
+        names = stats.get("classes")
+        label = [names[b] if names and b < len(names) else int(b) for b in best]
+        return keys + ["class", "probability"], [[r[k] for k in keys] + [c, float(p[i, b])]
+                                                 for i, (r, c, b) in enumerate(zip(batch.rows, label, best))]
+    if task == "binary":
+        p = 1 / (1 + np.exp(-out.reshape(len(out), -1)))
+        return keys + ["probability"], [[r[k] for k in keys] + [float(v[0])] for r, v in zip(batch.rows, p)]
+    y = out.reshape(len(out), -1).astype(np.float64)
+    t = stats.get("target")
+    if t is not None:
+        y = y * np.asarray(t["scale"]) + np.asarray(t["center"])
+    names = cfg.target or [f"y{j}" for j in range(y.shape[1])]
+    return keys + names, [[r[k] for k in keys] + [float(v) for v in row] for r, row in zip(batch.rows, y)]
+

@@ -1,0 +1,155 @@
+"""Samples: what a split gathers a batch from. `take(ids, epoch)` returns (inputs, target) as CPU
+tensors; everything a worker process needs is plain data, so DataLoader workers can gather too."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+
+class Samples(Protocol):
+    def take(self, ids: torch.Tensor, epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]: ...
+
+
+class TensorSamples:
+    """In memory: batches are slices of tensors (on the GPU when they fit there)."""
+
+    def __init__(self, inputs: list[torch.Tensor], target: torch.Tensor):
+        self.inputs, self.target = inputs, target
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    def subset(self, idx: np.ndarray) -> "TensorSamples":
+        i = torch.as_tensor(idx, dtype=torch.long)
+        return TensorSamples([t[i] for t in self.inputs], self.target[i])
+
+    def to(self, device: torch.device) -> None:
+        self.inputs = [t.to(device) for t in self.inputs]
+        self.target = self.target.to(device)
+
+    def take(self, ids: torch.Tensor, epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if ids.device != self.target.device:
+            ids = ids.to(self.target.device)
+        return [t[ids] for t in self.inputs], self.target[ids]
+
+
+class ArraySamples:
+    """Memory-mapped arrays: a batch reads its rows, then is normalized."""
+
+    def __init__(self, arrays: list[np.ndarray], target: np.ndarray, dtypes: list[str]):
+        self.arrays, self.target, self.dtypes = arrays, target, dtypes
+        self.norm: list[Any] = [None] * len(arrays)
+        self.target_norm: Any = None
+
+    def fit_normalization(self, kind: str, train_idx: np.ndarray, task: str) -> dict[str, Any]:
+        """Per-feature statistics over the training rows, computed in chunks."""
+        from .data import fit
+        if kind == "none":
+            return {"normalize": "none"}
+        stats: dict[str, Any] = {"normalize": kind, "inputs": []}
+        for i, (a, dtype) in enumerate(zip(self.arrays, self.dtypes)):
+            if dtype.startswith("int"):
+                stats["inputs"].append(None)
+                continue
+            center, scale = fit(kind, _chunked(a, train_idx, kind))
+            self.norm[i] = (center, scale)
+            stats["inputs"].append({"center": center.tolist(), "scale": scale.tolist()})
+        if task == "regression":
+            self.target_norm = fit(kind, torch.as_tensor(self.target[np.sort(train_idx)], dtype=torch.float32))
+            stats["target"] = {"center": self.target_norm[0].tolist(), "scale": self.target_norm[1].tolist()}
+        return stats
+
+    def take(self, ids: torch.Tensor, epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        order = ids.numpy()
+        xs = []
+        for a, dtype, norm in zip(self.arrays, self.dtypes, self.norm):
+            x = torch.from_numpy(np.ascontiguousarray(a[order]))
+            x = x.long() if dtype.startswith("int") else x.float()
+            xs.append(x if norm is None else (x - norm[0]) / norm[1])
+        y = torch.from_numpy(np.ascontiguousarray(self.target[order]))
+        if self.target_norm is not None:
+            y = (y.float() - self.target_norm[0]) / self.target_norm[1]
+        return xs, y
+
+
+def _chunked(a: np.ndarray, idx: np.ndarray, kind: str, rows: int = 65536) -> torch.Tensor:
+    """The statistics' input: for minmax the per-chunk min and max rows, for standard a sample
+    of rows large enough for the mean and std (all of them when they fit)."""
+    idx = np.sort(idx)
+    if len(idx) <= rows:
+        return torch.as_tensor(np.asarray(a[idx], dtype=np.float64))
+    if kind == "minmax":
+        parts = [np.asarray(a[idx[s:s + rows]], dtype=np.float64) for s in range(0, len(idx), rows)]
+        return torch.as_tensor(np.stack([p.min(0) for p in parts] + [p.max(0) for p in parts]))
+    pick = np.sort(np.random.default_rng(0).choice(idx, rows, replace=False))
+    return torch.as_tensor(np.asarray(a[pick], dtype=np.float64))
+
+
+class WindowSamples:
+    """Windows of a token array: input tokens[s : s+T], target tokens[s+1 : s+T+1]."""
+
+    def __init__(self, tokens: np.ndarray, starts: np.ndarray, block: int):
+        self.tokens, self.starts, self.block = tokens, starts, block
+
+    def take(self, ids: torch.Tensor, epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        starts = self.starts[ids.numpy()]
+        rows = np.stack([np.asarray(self.tokens[s:s + self.block + 1], dtype=np.int64) for s in starts])
+        t = torch.from_numpy(rows)
+        return [t[:, :-1]], t[:, 1:].contiguous()
+
+
+class ImageSamples:
+    """Image files decoded per batch, normalized per channel, augmented in training only."""
+
+    def __init__(self, files: list[Path], labels: np.ndarray, size: tuple[int, int], channels: int,
+                 augment: dict[str, Any], seed: int):
+        self.files, self.labels, self.size, self.channels = files, labels, size, channels
+        self.augment, self.seed = augment, seed
+        self.norm: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def evaluation(self) -> "ImageSamples":
+        other = ImageSamples(self.files, self.labels, self.size, self.channels, {}, self.seed)
+        other.norm = self.norm
+        return other
+
+    def fit_normalization(self, kind: str, train_idx: np.ndarray) -> dict[str, Any]:
+        """Per-channel statistics over the training images (one pass that decodes each once)."""
+        from .data import fit
+        stats: dict[str, Any] = {"normalize": kind, "size": list(self.size), "channels": self.channels}
+        if kind == "none":
+            return stats
+        pixels = torch.cat([torch.from_numpy(self.decode(int(i))).reshape(self.channels, -1) for i in train_idx], dim=1)
+        center, scale = fit(kind, pixels, dims=1)
+        self.norm = (center.view(-1, 1, 1), scale.view(-1, 1, 1))
+        stats["inputs"] = [{"center": center.tolist(), "scale": scale.tolist(), "per": "channel"}]
+        return stats
+
+    def decode(self, i: int) -> np.ndarray:
+        from .sources import decode
+        return decode(self.files[i], self.size, self.channels)
+
+    def take(self, ids: torch.Tensor, epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        images = []
+        for i in ids.tolist():
+            x = torch.from_numpy(self.decode(i))
+            if self.augment:
+                x = self.augmented(x, np.random.default_rng([self.seed, epoch, i]))
+            if self.norm is not None:
+                x = (x - self.norm[0]) / self.norm[1]
+            images.append(x)
+        return [torch.stack(images)], torch.as_tensor(self.labels[ids.numpy()])
+
+    def augmented(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """A horizontal flip (p = 0.5) and a random crop from the image padded by `crop` pixels."""
+        if self.augment.get("flip") and rng.random() < 0.5:
+            x = x.flip(-1)
+        pad = int(self.augment.get("crop") or 0)
+        if pad:
+            h, w = x.shape[-2:]
+            padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+            top, left = int(rng.integers(0, 2 * pad + 1)), int(rng.integers(0, 2 * pad + 1))
+            x = padded[:, top:top + h, left:left + w]
+        return x

@@ -1,0 +1,317 @@
+"""`specc train`: pick the run, prepare it, lock it, set the pieces up, and drive the shared loop.
+
+    specc.train("specs/mlp2_zigzag.yaml", epochs=5)
+    specc.train("runs/seed-mlp2-zigzag", resume=True)
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compiler.errors import SpecError, file_loc, first_line
+from compiler.pipeline import Compiled, compile_spec
+from compiler.spec import Spec
+from compiler.train_section import TrainConfig
+
+from .. import runs, weights
+from ..fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from . import checkpoint, components, distributed, targets
+from .data import Data, load_data, stats_json
+from .lock import RunLock
+from .errors import Interrupted, TrainingDiverged
+from .loop import Loop, Parts, Where
+from .metrics import MetricsLog, write_plot
+from .progress import make_progress
+
+__all__ = ["train", "TrainResult", "TrainingDiverged", "Interrupted"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    epochs: int
+    resumed_from: int  # 0: a fresh start
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+@dataclass
+class Options:
+    """The command-line side of a training run."""
+
+    epochs: int | None = None
+    device: str | None = None
+    resume: bool = False
+    force: bool = False
+    nproc: int = 1
+    tensorboard: bool = False
+    progress: bool = True
+    compile: bool | None = None
+    out: Path | None = None
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_run(target: Any, params: Any, opts: Options) -> tuple[Path, Spec]:
+    """The run folder to train, built or updated from the target and overrides."""
+    run_dir, spec, origin = runs.run_of(target, params)
+    if run_dir is None:
+        run_dir = Path(opts.out) if opts.out is not None else runs.RUNS / spec.name
+    elif opts.out is not None:
+        raise SpecError.at(file_loc("--out"), "--out picks the folder for a spec's run; TARGET is a run already",
+                           "pass the spec file, or train the run where it is")
+    if runs.has_checkpoints(run_dir):
+        if not opts.resume and not opts.force:
+            raise SpecError.at(file_loc(str(run_dir)), "this run has been trained already",
+                               "pass --resume to continue it, or --force to start it over")
+        if opts.resume:
+            return run_dir, _resumable(run_dir, spec, params, origin)
+    if opts.force or not runs.is_run(run_dir) or runs.load(run_dir).hash != spec.hash:
+        from ..building import build_run
+        build_run(spec, out=run_dir, force=True, origin=origin)
+    return run_dir, spec
+
+
+def _resumable(run_dir: Path, spec: Spec, params: Any, origin: str) -> Spec:
+    """A resumed run may change train settings only; its spec.yaml is kept current."""
+    old = runs.load(run_dir)
+    if old.model_hash != spec.model_hash:
+        if params:
+            raise SpecError.at(file_loc(str(run_dir)), "the overrides change the model of a run being resumed",
+                               "only train settings (epochs, lr, ...) may change on --resume")
+        raise SpecError.at(file_loc(str(run_dir)), f"the model in {origin} has changed since this run was trained",
+                           f"resume the run itself (specc train {run_dir} --resume), or start over with --force")
+    if spec.hash != old.hash:
+        atomic_write_text(run_dir / runs.SPEC, runs.resolved_yaml(spec, origin))
+    return spec
+
+
+def device_for(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SpecError.at(file_loc("--device"), f"device '{name}' asked for, but CUDA is not available",
+                               "use --device cpu or device: auto")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise SpecError.at(file_loc("--device"), f"there is no {name}; this machine has "
+                               f"{torch.cuda.device_count()} CUDA device(s)", "use cuda:0 or auto")
+    return torch.device(name)
+
+
+def train(target: Any = None, params: Any = None, *, progress: bool = True, **options: Any) -> TrainResult:
+    """Train a spec or a run with the shared loop; see DESIGN §3."""
+    opts = Options(progress=progress, **options)
+    dist_env = distributed.env()
+    if opts.nproc > 1 and dist_env is None:
+        run_dir, spec = prepare_run(target, params, opts)
+        config(spec)  # fail here, once, rather than in every worker
+        with RunLock(run_dir):
+            distributed.launch(opts.nproc, run_dir, epochs=opts.epochs, device=opts.device,
+                               resume=opts.resume or runs.has_checkpoints(run_dir))
+        return _result(run_dir, 0)
+    if dist_env is not None:  # a worker started by torchrun
+        run_dir = runs.target_path(target)
+        spec = runs.load(run_dir, params)
+        lock = RunLock(run_dir) if dist_env.rank == 0 and not os.environ.get(distributed.LOCK_HELD) else None
+        opts.resume = opts.resume or runs.has_checkpoints(run_dir)
+    else:
+        run_dir, spec = prepare_run(target, params, opts)
+        lock = RunLock(run_dir)
+    config(spec)
+    with lock or contextlib.nullcontext():
+        return _Session(run_dir, spec, opts, dist_env).run()
+
+
+def config(spec: Spec) -> TrainConfig:
+    if spec.train is None:
+        raise SpecError.at(spec.tree.loc, "the spec has no 'train:' section",
+                           "add train: with data, loss, optimizer and epochs (DESIGN §3)")
+    return spec.train
+
+
+def _result(run_dir: Path, start: int) -> TrainResult:
+    history = MetricsLog(run_dir / "metrics.csv").rows()
+    rows = [{k: _number(v) for k, v in r.items()} for r in history]
+    return TrainResult(run_dir, rows, int(rows[-1]["epoch"]) if rows else 0, start)
+
+
+def _number(v: str) -> Any:
+    if v in ("True", "False"):
+        return v == "True"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+
+
+class _Session:
+    """One process's training of one run: everything `fit` needs, and the files around it."""
+
+    def __init__(self, run_dir: Path, spec: Spec, opts: Options, dist_env: Any):
+        self.run_dir, self.spec, self.opts, self.dist_env = run_dir, spec, opts, dist_env
+        self.cfg = config(spec)
+        self.rank, self.world = (dist_env.rank, dist_env.world) if dist_env else (0, 1)
+
+    def run(self) -> TrainResult:
+        cfg, opts = self.cfg, self.opts
+        total = opts.epochs if opts.epochs is not None else cfg.epochs
+        if total < 1:
+            raise SpecError.at(file_loc("--epochs"), f"epochs must be at least 1, got {total}", "--epochs 10")
+        device = device_for(opts.device or cfg.device)
+        if self.dist_env is not None:
+            device = distributed.setup(self.dist_env, device)
+        compiled = compile_spec(self.spec)
+        weights.load_file(compiled.module, self.run_dir / runs.WEIGHTS)
+        data = self.data(compiled, device)
+        loop = self.loop(compiled, data, device)
+        start = self.resume(loop, total)
+        return self.fit(loop, total, start, data)
+
+    def data(self, compiled: Compiled, device: torch.device) -> Data:
+        layout = targets.layout(self.spec, compiled.typed, self.cfg)
+        data = load_data(self.cfg.data, self.spec, layout.task, layout.classes, self.cfg.seed)
+        if layout.target is None:  # npz: only the file could tell the target's shape
+            layout = targets.layout(self.spec, compiled.typed, self.cfg, data.target_shape)
+        data.class_dim, data.flatten = layout.class_dim, layout.flatten
+        if device.type == "cuda":
+            _to_device(data, device)
+        return data
+
+    def loop(self, compiled: Compiled, data: Data, device: torch.device) -> Loop:
+        cfg, module = self.cfg, compiled.module
+        module.to(device)
+        loss_fn, optimizer, scheduler = _components(cfg, module, data.flatten)
+        scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+        model = distributed.wrap(module, device) if self.world > 1 else module
+        parts = Parts(model, module, loss_fn, optimizer, scheduler, scaler)
+        use_compile = self.opts.compile if self.opts.compile is not None else cfg.compile
+        where = Where(cfg, data, device, self.run_dir / runs.CHECKPOINTS, self.spec.model_hash, self.rank, self.world)
+        loop = Loop(parts, where)
+        if use_compile:
+            from .compiled import compile_step
+            parts.step_fn = compile_step(loop, device)
+        return loop
+
+    def resume(self, loop: Loop, total: int) -> int:
+        start = 0
+        log = MetricsLog(self.run_dir / "metrics.csv")
+        if self.opts.resume:
+            found = checkpoint.latest(self.run_dir / runs.CHECKPOINTS, self.spec.model_hash)
+            if found is not None:
+                loop.restore(found[1])
+                loop.last_checkpoint = found[0]
+                start = loop.pos.epoch
+                if self.rank == 0 and start >= total and not loop.pos.batches:
+                    print(f"{self.run_dir} is already trained for {start} epochs; pass --epochs N (> {start}) "
+                          "to train further")
+        if start == 0 and not loop.pos.batches:  # dropout and friends; a resumed run restores the RNG state instead
+            torch.manual_seed(self.cfg.seed + 1000 * self.rank)
+        if self.rank == 0:
+            log.rewind(start)
+        return start
+
+    def fit(self, loop: Loop, total: int, start: int, data: Data) -> TrainResult:
+        rank0 = self.rank == 0
+        writer = _tensorboard(self.run_dir) if self.opts.tensorboard and rank0 else None
+        progress = make_progress(total, self.opts.progress and not self.opts.quiet) if rank0 else None
+        log = MetricsLog(self.run_dir / "metrics.csv")
+        loop.progress = progress
+        loop.on_epoch = lambda row: _logged(row, log, progress, writer)
+        if rank0:
+            atomic_write_text(self.run_dir / "normalization.json", stats_json(data.stats))
+        try:
+            loop.fit(total)
+        except (TrainingDiverged, Interrupted):
+            if rank0:
+                self.finish(loop, final=False)
+            raise
+        finally:
+            if progress is not None:
+                progress.close()
+            if writer is not None:
+                writer.close()
+        if rank0:
+            self.finish(loop, final=True)
+        if self.dist_env is not None:
+            distributed.teardown()
+        return _result(self.run_dir, start)
+
+    def finish(self, loop: Loop, final: bool) -> None:
+        """The plot, and after a complete run the trained weights and the summary."""
+        history = MetricsLog(self.run_dir / "metrics.csv").rows()
+        if history:
+            write_plot(self.run_dir / "loss.png", history, self.spec.name)
+        if not final:
+            return
+        atomic_write_bytes(self.run_dir / runs.WEIGHTS, weights.state_bytes(loop.parts.module))
+        summary = runs.read_json(self.run_dir / runs.SUMMARY)
+        last = {k: _number(v) for k, v in history[-1].items()} if history else {}
+        summary["trained"] = {"epochs": loop.pos.epoch, "final": last, "device": str(loop.where.device),
+                              "precision": self.cfg.precision, "world_size": self.world}
+        if loop.where.data.classes:
+            summary["classes"] = loop.where.data.classes
+        atomic_write_json(self.run_dir / runs.SUMMARY, summary)
+
+
+def _logged(row: dict[str, Any], log: MetricsLog, progress: Any, writer: Any) -> None:
+    log.append(row)
+    if progress is not None:
+        progress.end_epoch(row)
+    if writer is not None:
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and k != "epoch":
+                writer.add_scalar(k, v, row["epoch"])
+        writer.flush()
+
+
+def _to_device(data: Data, device: torch.device) -> None:
+    """Small in-memory data sets move to the GPU once, so batches are slices on the device."""
+    from .samples import TensorSamples
+    for split in (data.train, data.val):
+        s = split.samples if split is not None else None
+        if isinstance(s, TensorSamples) and sum(t.numel() * t.element_size() for t in s.inputs + [s.target]) <= 2**30:
+            s.to(device)
+        elif split is not None:
+            split.pin = True
+
+
+def _components(cfg: TrainConfig, module: torch.nn.Module, flatten: bool) -> tuple[Any, Any, Any]:
+    """Build the loss, optimizer and scheduler; torch's own argument errors point at their spec line."""
+    built = []
+    for comp, make in ((cfg.loss, lambda c: components.make_loss(c.name, c.kwargs, flatten)),
+                       (cfg.optimizer, lambda c: components.make_optimizer(c.name, c.kwargs, module.parameters()))):
+        try:
+            built.append(make(comp))
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise SpecError.at(comp.loc, f"cannot create {comp.name}: {first_line(e)}",
+                               "check its arguments against the torch documentation") from None
+    loss_fn, optimizer = built
+    sched = cfg.scheduler
+    try:
+        scheduler = components.make_scheduler(sched.name if sched else None, sched.kwargs if sched else {},
+                                              optimizer, cfg.warmup)
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        loc = sched.loc if sched else cfg.loc
+        raise SpecError.at(loc, f"cannot create the scheduler: {first_line(e)}",
+                           "check its arguments against the torch documentation") from None
+    return loss_fn, optimizer, scheduler
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SpecError.at(file_loc("--tensorboard"), "TensorBoard logging needs the tensorboard package",
+                           "pip install tensorboard") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
