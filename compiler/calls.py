@@ -103,9 +103,11 @@ def tensor(e: Emitter, xs: list, args: dict, op: Any) -> Call:
 
 
 def _causal_mask(e: Emitter, x: Any, axis: int) -> Any:
-    """The float mask of `nn.Transformer.generate_square_subsequent_mask` for x's sequence length."""
-    return e.call(Call("function", "torch.nn.Transformer.generate_square_subsequent_mask", (e.size(x, axis),),
-                       {"device": e.attr(x, "device"), "dtype": e.attr(x, "dtype")}))
+    """The boolean causal mask for x's sequence length: True above the diagonal (may not attend),
+    as `nn.Transformer.generate_square_subsequent_mask` marks with -inf."""
+    n = e.size(x, axis)
+    ones = e.call(Call("function", "torch.ones", (n, n), {"device": e.attr(x, "device")}))
+    return e.call(Call("method", "bool", (e.call(Call("method", "triu", (ones, 1))),)))
 
 
 def attention(e: Emitter, xs: list, args: dict, op: Any) -> Call:

@@ -12,7 +12,7 @@ from typing import Any
 from .errors import Collector, Loc, SpecError, did_you_mean
 from .export_section import check_export
 from .expr import FAILED, eval_string, evaluate, try_evaluate
-from .layers import IDENT, MAX_NAME, RESERVED, check_body, ident
+from .layers import IDENT, MAX_NAME, RESERVED, BodyChecker, check_body, ident
 from .ops import REGISTRY
 from .source import Node
 from .spec import BLOCK_KEYS, DIM_KEYS, DTYPES, TOP_KEYS, BlockDecl, Body, DimDecl, InputDecl, Spec
@@ -56,7 +56,7 @@ def _top_body(tree: Node, inputs: dict, blocks: dict[str, BlockDecl], c: Collect
     nodes = tree.get("seq") if numbered else tree.get("layers")
     if nodes is None:
         return Body(False, (), None, tree.loc)
-    return check_body(nodes, numbered, tuple(inputs), blocks, c, "the spec", outputs=tree.get("outputs"))
+    return check_body(nodes, numbered, tuple(inputs), BodyChecker(blocks, c), "the spec", tree.get("outputs"))
 
 
 _REQUIRED_HINTS = {
@@ -220,9 +220,10 @@ def _dim(name: str, got: Any, node: Node, loc: Loc, c: Collector) -> DimDecl | N
         return None
     values = {}
     for k, v in got.items():
-        kloc = node.key_locs.get(k, node.loc)
+        kloc = node.value[k].loc if node.is_map and k in node.value else node.loc  # the value
         if k not in DIM_KEYS:
-            c.error(kloc, f"unknown constraint '{k}' for dim '{name}'", did_you_mean(k, DIM_KEYS, "constraint"))
+            c.error(node.key_locs.get(k, kloc) if node.is_map else kloc, f"unknown constraint '{k}' for dim '{name}'",
+                    did_you_mean(k, DIM_KEYS, "constraint"))
         elif v is None and k == "max":
             values[k] = None
         elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -265,14 +266,13 @@ def _blocks(node: Node | None, c: Collector) -> dict[str, BlockDecl]:
     for name, body in bodies.items():
         sig = sigs[name]
         numbered = "seq" in body.value
-        if numbered and "layers" in body.value:
+        if numbered and "layers" in body.value:  # reported; the seq: is still checked, so calls are not blamed
             c.error(body.key_locs["seq"], f"block '{name}' has both layers: and seq:", "keep one: seq numbers its nodes")
-            continue
         nodes = body.get("seq" if numbered else "layers")
         if nodes is None:
             c.error(body.loc, f"block '{name}' has no layers", "add layers: (or seq:) with a list of nodes")
             continue
-        checked = check_body(nodes, numbered, sig.inputs, sigs, c, f"block '{name}'", outputs=body.get("outputs"))
+        checked = check_body(nodes, numbered, sig.inputs, BodyChecker(sigs, c), f"block '{name}'", body.get("outputs"))
         out[name] = BlockDecl(name, sig.params, sig.inputs, checked, sig.loc)
     return out
 

@@ -21,7 +21,7 @@ from .graph import GNode, Item, Scope, Val
 from .lower import class_name
 from .shapes import TypedGraph
 
-_RESERVED = {"self", "torch", "nn", "F", "math", "typing", "layer", "block", "super", "range", "OrderedDict"}
+_RESERVED = {"self", "torch", "nn", "F", "math", "typing", "layer", "layers", "block", "super", "range", "list"}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ARITH = {"//": "//", "-": "-", "+": "+", "*": "*"}
 
@@ -183,6 +183,7 @@ class _ClassWriter:
         self.init: list[str] = []
         self.body: list[str] = []
         self.numbered = scope.numbered
+        self.children: list[str] = []  # submodule names in the order they are added
 
     def text(self) -> str:
         params = []
@@ -206,10 +207,12 @@ class _ClassWriter:
         return "\n".join(lines)
 
     def attr(self, key: str) -> str:
-        return f"self[{key}]" if key.isdigit() else f"self.{key}" if _IDENT.fullmatch(key) else \
-            f"self.get_submodule({key!r})"
+        if self.numbered and key.isdigit() and key in self.children:
+            return f"self[{self.children.index(key)}]"  # Sequential indexes its children by position
+        return f"self.{key}" if _IDENT.fullmatch(key) else f"self.get_submodule({key!r})"
 
     def add(self, key: str, ctor: str) -> None:
+        self.children.append(key)
         if key.isdigit() or not _IDENT.fullmatch(key):
             self.init.append(f"self.add_module({key!r}, {ctor})")
         else:
@@ -256,34 +259,33 @@ class _ClassWriter:
 
     def module_call(self, item: Item, callee: str) -> str:
         node = item.nodes[0]
-        call = node.op.bind(_CodeEmitter(self.ej.typed, node, self.names), [Code("_x")], node.args, node.op)
+        call = node.op.bind(_CodeEmitter(self.ej.typed, node, self.names), [Code(_X)], node.args, node.op)
         return render(call, callee)
 
+    def container(self, item: Item, ctors: list[str]) -> str:
+        """Where the copies live: consecutive children of this Sequential, a ModuleList (name.0 ...),
+        or a ModuleDict (name.encoder_layer_0 ...); returns what a loop iterates over."""
+        if self.numbered and (item.keys[0].isdigit() or "." not in item.keys[0]):
+            for key, ctor in zip(item.keys, ctors):
+                self.add(key, ctor)
+            return "(" + ", ".join(self.attr(k) for k in item.keys) + ",)"
+        keys = [k[len(item.name) + 1:] for k in item.keys]
+        if all(k.isdigit() for k in keys):
+            same = len(set(ctors)) == 1 and len(ctors) > 1
+            listed = f"[{ctors[0]} for _ in range({len(ctors)})]" if same else "[" + ", ".join(ctors) + "]"
+            self.add(item.name, f"nn.ModuleList({listed})")
+            return f"self.{item.name}"
+        self.add(item.name, "nn.ModuleDict({" + ", ".join(f"{k!r}: {c}" for k, c in zip(keys, ctors)) + "})")
+        return f"self.{item.name}.values()"
+
     def repeated(self, item: Item, local: str, ctors: list[str], call: Any) -> None:
-        """Copies of one node, each reading the previous: a ModuleList (name.0 ...), a ModuleDict
-        (name.encoder_layer_0 ...), or consecutive children of a Sequential."""
+        """Copies of one node, each reading the previous, called in a loop."""
         first = self.names.expr(item.inputs[0]) if len(item.inputs) == 1 else \
             "(" + ", ".join(self.names.expr(v) for v in item.inputs) + ")"
         star = "" if len(item.inputs) == 1 else "*"
-        if self.numbered and item.keys[0].isdigit():
-            for key, ctor in zip(item.keys, ctors):
-                self.add(key, ctor)
-            lo, hi = int(item.keys[0]), int(item.keys[-1]) + 1
-            container = f"self[{lo}:{hi}]"
-        else:
-            prefix = item.name + "."
-            keys = [k[len(prefix):] for k in item.keys]
-            if all(k.isdigit() for k in keys):
-                same = len(set(ctors)) == 1 and len(ctors) > 1
-                listed = f"[{ctors[0]} for _ in range({len(ctors)})]" if same else "[" + ", ".join(ctors) + "]"
-                self.add(item.name, f"nn.ModuleList({listed})")
-                container = f"self.{item.name}"
-            else:
-                pairs = ", ".join(f"{k!r}: {c}" for k, c in zip(keys, ctors))
-                self.add(item.name, f"nn.ModuleDict({{{pairs}}})")
-                container = f"self.{item.name}.values()"
+        container = self.container(item, ctors)
         self.body += [f"{local} = {first}", f"for layer in {container}:",
-                      f"    {local} = {call('layer').replace('_x', star + local, 1)}"]
+                      f"    {local} = {call('layer').replace(_X, star + local)}"]
 
     def scope_item(self, item: Item, local: str) -> None:
         built = [self.ej.class_for(s) for s in item.scopes]
@@ -294,9 +296,18 @@ class _ClassWriter:
             ins = [self.names.expr(v) for v in item.inputs if v is not None] + free_names[0]
             self.body.append(f"{local} = {self.attr(item.keys[0])}({', '.join(ins)})")
             return
-        if any(free_names):
-            raise SpecError.at(None, f"eject: repeated group '{item.name}' reads values from outside itself")
-        self.repeated(item, local, [f"{n}()" for n, _ in built], lambda callee: f"{callee}(_x)")
+        extra = "".join(", " + n for n in free_names[0])
+        if all(f == free_names[0] for f in free_names):  # every copy reads the same outside values
+            self.repeated(item, local, [f"{n}()" for n, _ in built], lambda callee: f"{callee}({_X}{extra})")
+            return
+        container = self.container(item, [f"{n}()" for n, _ in built])  # each copy reads its own: unrolled
+        self.body.append(f"{local} = {self.names.expr(item.inputs[0])}")
+        self.body.append(f"layers = list({container})")
+        for i, free in enumerate(free_names):
+            self.body.append(f"{local} = layers[{i}]({local}{''.join(', ' + n for n in free)})")
+
+
+_X = "__x__"  # the previous copy's output, in a repeated call's template
 
 
 def eject(typed: TypedGraph, spec_name: str, source: str = "") -> str:

@@ -39,6 +39,11 @@ _ALLOWED = "numbers, params, + - * / // % **, comparisons, and/or/not, a if c el
            "min max abs round floor ceil sqrt int float len"
 
 
+_NAMES = {"ListComp": "list comprehension", "DictComp": "dict comprehension", "SetComp": "set comprehension",
+          "GeneratorExp": "generator", "Lambda": "lambda", "Attribute": "attribute", "Dict": "dict", "Set": "set",
+          "Tuple": "tuple", "Starred": "starred", "NamedExpr": "walrus"}
+
+
 class ExprError(Exception):
     """Raised inside the walk; turned into a located `SpecError` by `eval_expr`."""
 
@@ -71,7 +76,7 @@ class _Walker:
     def walk(self, node: ast.AST) -> Any:
         method = getattr(self, type(node).__name__.lower(), None)
         if method is None:
-            what = type(node).__name__.lower()
+            what = _NAMES.get(type(node).__name__, type(node).__name__.lower())
             raise ExprError(f"'{what}' is not allowed in expressions", f"use {_ALLOWED}")
         return method(node)
 
@@ -87,7 +92,9 @@ class _Walker:
         if node.id in ("True", "False", "None"):
             return {"True": True, "False": False, "None": None}[node.id]
         if node.id not in self.scope:
-            raise ExprError(f"unknown param '{node.id}' in expression", did_you_mean(node.id, self.scope, "param"))
+            hint = "i is the repeat index: it exists in the values of a node with repeat:" if node.id == "i" else \
+                did_you_mean(node.id, self.scope, "param") or "params are declared under params: (or a block's params:)"
+            raise ExprError(f"unknown param '{node.id}' in expression", hint)
         return self.scope[node.id]
 
     def list(self, node: ast.List) -> Any:
@@ -128,7 +135,8 @@ class _Walker:
             try:
                 ok = _COMPARE[type(op)](left, right)
             except TypeError:
-                raise ExprError(f"cannot compare {_kind(left)} with {_kind(right)}") from None
+                raise ExprError(f"cannot compare {_kind(left)} with {_kind(right)}",
+                                "compare numbers with numbers and strings with strings ('wide' in quotes)") from None
             if not ok:
                 return False
             left = right
@@ -199,7 +207,9 @@ def eval_string(text: str, scope: Mapping[str, Any], loc: Loc) -> Any:
     if whole:
         name = whole.group(1)
         if name not in scope:
-            raise SpecError.at(loc, f"unknown param '{name}'", did_you_mean(name, scope, "param"))
+            hint = "i is the repeat index: it exists in the values of a node with repeat:" if name == "i" else \
+                did_you_mean(name, scope, "param") or "params are declared under params: (or a block's params:)"
+            raise SpecError.at(loc, f"unknown param '{name}'", hint)
         return scope[name]
     whole = _TEMPLATE.fullmatch(text)
     if whole:

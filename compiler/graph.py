@@ -29,7 +29,8 @@ class Tie:
     param: str
     key: str
     node: str  # the path of the node that owns it
-    loc: Loc
+    loc: Loc  # where the key is written
+    param_loc: Loc | None = None  # where the parameter's name is written
 
 
 @dataclass

@@ -32,11 +32,14 @@ class _MetaEmitter:
     def dim(self, symbol: str) -> int:
         node = self.node
         if symbol not in self.sample:
+            loc = next((node.arg_locs[k] for k in ("shape", "size") if k in node.arg_locs), None)
             raise ShapeError(f"{node.op.name} '{node.path}' names dim '{symbol}', which no input declares",
-                             f"symbolic dims: {', '.join(self.symbols) or 'none'}; or use -1")
+                             f"symbolic dims: {', '.join(self.symbols) or 'none'}; or use -1", loc)
         if dim_source(node, symbol, self.shape_of) is None:
+            loc = next((node.arg_locs[k] for k in ("shape", "size") if k in node.arg_locs), None)
             raise ShapeError(f"{node.op.name} '{node.path}' names dim '{symbol}', which neither its input nor its "
-                             "block's inputs carry", "use -1 for that dim, or pass a tensor that has it into the block")
+                             "block's inputs carry", "use -1 for that dim, or pass a tensor that has it into the block",
+                             loc)
         return self.sample[symbol]
 
     def call(self, call: Call) -> Any:
@@ -73,8 +76,7 @@ class NodeRunner:
     def tensors_only(self, node: GNode, xs: list) -> None:
         for i, x in enumerate(xs):
             if x is not None and not isinstance(x, torch.Tensor):
-                what = "None (need_weights is false?)" if x is None else "a tuple"
-                raise ShapeError(f"{_desc(node)} needs a tensor input, got {what}", "pick an element with name.K",
+                raise ShapeError(f"{_desc(node)} needs a tensor input, got a tuple", "pick an element with name.K",
                                  node.ref_locs[i] if i < len(node.ref_locs) else None)
 
     def infer_arg(self, node: GNode, xa: list, xb: list) -> dict[str, Any]:
@@ -149,8 +151,10 @@ class NodeRunner:
             b = self.call(node, args, module, xb, s.b)
         except ShapeError:
             raise
-        except Exception as eb:
-            raise self.failure(node, args, xa, xb, _unsample_b(s, first_line(eb))) from None
+        except Exception as eb:  # only B fails: shapes.infer_shapes retries with other samples
+            error = self.failure(node, args, xa, xb, s.unsample(first_line(eb), None, (s.b, s.a)))
+            error.only_b = True
+            raise error from None
         return a, b
 
     def failure(self, node: GNode, args: dict, xa: list, xb: list, message: str) -> ShapeError:
@@ -170,23 +174,19 @@ class NodeRunner:
             if not isinstance(own, torch.nn.Parameter):
                 raise ShapeError(f"{_desc(node)} has no parameter '{tie.param}' to tie",
                                  f"its parameters: {', '.join(n for n, _ in module.named_parameters()) or 'none'}",
-                                 tie.loc)
-            if not isinstance(other, torch.Tensor):
-                raise ShapeError(f"'{tie.key}' is not a tensor of '{tie.node}'", "name one of its parameters", tie.loc)
+                                 tie.param_loc or tie.loc)
+            if not isinstance(other, torch.nn.Parameter):
+                what = "a buffer" if isinstance(other, torch.Tensor) else "not a tensor"
+                params = ", ".join(f"{tie.node}.{n}" for n, _ in target.named_parameters()) if target is not None else ""
+                raise ShapeError(f"'{tie.key}' is {what} of '{tie.node}', not a parameter",
+                                 f"tie to one of its parameters: {params or 'it has none'}", tie.loc)
             if tuple(own.shape) != tuple(other.shape):
-                raise ShapeError(f"{_desc(node)}'s {tie.param} has shape {tuple(own.shape)} but '{tie.key}' has "
+                raise ShapeError(f"{tie.param} of {_desc(node)} has shape {tuple(own.shape)} but '{tie.key}' has "
                                  f"{tuple(other.shape)}", "tied tensors must have the same shape", tie.loc)
             params -= own.numel()
             trainable -= own.numel() if own.requires_grad else 0
             nbytes -= own.numel() * own.element_size()
         return params, trainable, nbytes
-
-
-def _unsample_b(s: Any, text: str) -> str:
-    import re
-    for name, size in s.b.items():
-        text = re.sub(rf"\b{size}\b", name, text)
-    return text
 
 
 def _construct(op: Any, kwargs: dict) -> Any:

@@ -23,6 +23,7 @@ RESERVED = {"forward", "training", "eval", "train", "to", "cuda", "cpu", "parame
             "children", "state_dict", "apply", "zero_grad", "half", "float", "double", "type", "register_buffer",
             "code", "graph", "self"}
 _BODY_KINDS = ("op", "block", "seq", "layers")
+_GROUP_KEYS = ("name", "from", "repeat", "names", "when", "outputs", "seq", "layers")
 
 
 def ident(node: Node, what: str, c: Collector) -> bool:
@@ -51,17 +52,18 @@ class Scope:
         return list(self.outer) + list(self.inputs) + self.defined
 
 
-def check_body(node: Node, numbered: bool, inputs: tuple[str, ...], blocks: dict[str, BlockDecl], c: Collector,
-               where: str, outer: tuple[str, ...] = (), outputs: Node | None = None) -> Body:
-    """A `layers:` (named) or `seq:` (numbered) list of nodes."""
+def check_body(node: Node, numbered: bool, inputs: tuple[str, ...], checker: "BodyChecker", where: str,
+               outputs: Node | None = None) -> Body:
+    """A `layers:` (named) or `seq:` (numbered) list of nodes, with its owner's `outputs:`."""
     key = "seq" if numbered else "layers"
     if not node.is_seq or not node.value:
-        c.error(node.loc, f"'{key}' of {where} must be a non-empty list of nodes", f"{key}: [{{op: Linear, out_features: 8}}]")
+        checker.c.error(node.loc, f"'{key}' of {where} must be a non-empty list of nodes",
+                        f"{key}: [{{op: Linear, out_features: 8}}]")
         return Body(numbered, (), None, node.loc)
-    return _BodyChecker(blocks, c).body(node, numbered, Scope(inputs, outer), outputs)
+    return checker.body(node, numbered, Scope(inputs), outputs)
 
 
-class _BodyChecker:
+class BodyChecker:
     def __init__(self, blocks: dict[str, BlockDecl], c: Collector):
         self.blocks, self.c = blocks, c
 
@@ -111,7 +113,7 @@ def _entry(n: Node, c: Collector) -> dict[str, Node] | None:
 class _NodeCheck:
     """One node entry: its kind, name, refs, repeat and arguments."""
 
-    def __init__(self, owner: _BodyChecker, raw: Node, e: dict[str, Node], scope: Scope, first: bool):
+    def __init__(self, owner: "BodyChecker", raw: Node, e: dict[str, Node], scope: Scope, first: bool):
         self.owner, self.raw, self.e, self.scope, self.first = owner, raw, e, scope, first
         self.c = owner.c
         self.arg_locs = raw.key_locs if raw.is_map else {}
@@ -147,7 +149,7 @@ class _NodeCheck:
     def kind(self) -> bool:
         given = [k for k in _BODY_KINDS if k in self.e]
         if len(given) > 1:
-            self.c.error(self.e[given[1]].loc, f"a node has one of op, block, seq or layers, not {given[0]} and "
+            self.c.error(self.arg_locs.get(given[1], self.e[given[1]].loc), f"a node has one of op, block, seq or layers, not {given[0]} and "
                          f"{given[1]}", "split it into two nodes")
             return False
         if not given:
@@ -301,6 +303,7 @@ class _NodeCheck:
                 misspelled.add(hint.split("'")[1])
             if k in ("device", "dtype") and op.kind != "tensor":
                 hint = "devices and dtypes are chosen by specc train, not per node"
+            hint = hint or (f"{op.name} takes no arguments" if not op.args else "see `specc ops` for its arguments")
             self.c.error(self.arg_locs.get(k, self.raw.loc), f"unknown argument '{k}' for {op.name}", hint)
         return misspelled
 
@@ -334,7 +337,8 @@ class _NodeCheck:
         kind, node = self.group  # type: ignore[misc]
         for k in args:
             self.c.error(self.arg_locs.get(k, self.raw.loc), f"unknown key '{k}' for a group",
-                         did_you_mean(k, NODE_KEYS, "key") or "a group has name, from, repeat, when and its nodes")
+                         did_you_mean(k, _GROUP_KEYS, "key") or "a group has name, from, repeat, names, when, "
+                         "outputs and its nodes (seq: or layers:)")
         if refs is not None and len(refs) > 1:
             self.c.error(self.e["from"].loc, "a group reads one ref", "its nodes can read any earlier name themselves")
         if not node.is_seq or not node.value:

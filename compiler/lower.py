@@ -147,6 +147,10 @@ def lower(typed: TypedGraph, root: nn.Module | None = None) -> fx.GraphModule:
     outs = [get(v) for _, v in graph.outputs]
     g.output(outs[0] if len(outs) == 1 else tuple(outs))
     gm = fx.GraphModule(root, g, class_name=class_name(graph.name))
+    for node in graph.nodes:  # GraphModule re-registers buffers as persistent: mark the others again
+        if node.op.name == "Buffer" and not node.args.get("persistent", True):
+            owner, leaf = _owner(gm, node.path)
+            owner._non_persistent_buffers_set.add(leaf)
     gm.graph.lint()
     gm.specc_output_names = [n for n, _ in graph.outputs]
     return gm

@@ -8,6 +8,7 @@ numbers, an absent node (`when: false`, `repeat: 0`) takes none and passes its i
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ class _Ctx:
     scope_inputs: list[Val]
     numbered: bool = False
     counter: list[int] = field(default_factory=lambda: [0])
+    env: Env = field(default_factory=dict)  # what the body has defined so far (inline groups read it)
 
     def number(self) -> str:
         self.counter[0] += 1
@@ -95,13 +97,17 @@ class _Resolver:
         if unique:
             raise SpecError(unique)
 
-    def origin(self, node: Node) -> str:
-        """Where a `$param` value was written, when that was a --set override."""
-        name = node.value[1:] if isinstance(node.value, str) and node.value.startswith("$") else None
-        loc = self.spec.param_locs.get(name) if name else None
-        if loc is not None and loc.file == "--set":
-            return f"the value of '{name}' comes from --set {loc.src.text if loc.src else name}"
-        return ""
+    def error(self, node: Node, message: str, hint: str) -> None:
+        """An error in a value: at the --set override it came from, when it came from one (the spec
+        line that uses it goes in the hint), else at the value itself."""
+        text = node.value if isinstance(node.value, str) else ""
+        names = {n for n in re.findall(r"[A-Za-z_]\w*", text) if n in self.spec.param_locs} if "$" in text else set()
+        from_set = [n for n in names if self.spec.param_locs[n].file == "--set"]
+        if len(from_set) == 1:
+            where = self.spec.param_locs[from_set[0]]
+            self.c.error(where, message, f"'{from_set[0]}' is used at {node.loc}; {hint}")
+        else:
+            self.c.error(node.loc, message, hint)
 
     def value(self, node: Node, scope: dict) -> Any:
         try:
@@ -180,13 +186,14 @@ class _Resolver:
         for decl in body.nodes:
             got = self.inputs_of(decl, env, prev)
             prev = decl.name
-            env[decl.name] = None if got is None else self.node(decl, got[0], got[1], ctx, into, env)
+            ctx.env = env
+            env[decl.name] = None if got is None else self.node(decl, got[0], got[1], ctx, into)
         if body.outputs:
             outs = [self.ref(r, env) for r in body.outputs]
             return env, (None if any(o is None for o in outs) else outs[0] if len(outs) == 1 else outs), prev
         return env, (env.get(prev) if prev is not None else None), prev
 
-    def node(self, decl: NodeDecl, vals: list, locs: list, ctx: _Ctx, into: Scope, env: Env) -> Any:
+    def node(self, decl: NodeDecl, vals: list, locs: list, ctx: _Ctx, into: Scope) -> Any:
         present = self.present(decl, ctx.params)
         count = self.repeat(decl, ctx.params)
         if present is None or count is _FAIL:
@@ -205,8 +212,10 @@ class _Resolver:
             if key is None or self.over_limit:
                 return None
             local = dict(ctx.params, i=k) if count is not None else ctx.params
-            sub = _Ctx(local, ctx.prefix, ctx.scope_inputs, ctx.numbered, ctx.counter)
-            out = self.copy(kind, decl, cur, locs, sub, ctx.prefix + key, item, env)
+            sub = _Ctx(local, ctx.prefix, ctx.scope_inputs, ctx.numbered, ctx.counter, ctx.env)
+            path = ctx.prefix + key
+            out = self.op_copy(decl, cur, locs, sub, path, item) if kind == "op" else \
+                self.block_copy(decl, cur, sub, path, item) if kind == "block" else self.group_copy(decl, cur, sub, path, item)
             if out is None:
                 return None
             item.keys.append(key)
@@ -216,14 +225,6 @@ class _Resolver:
         into.items.append(item)
         return item.output
 
-    def copy(self, kind: str, decl: NodeDecl, cur: list, locs: list, ctx: _Ctx, path: str, item: Item,
-             env: Env) -> Any:
-        if kind == "op":
-            return self.op_copy(decl, cur, locs, ctx, path, item)
-        if kind == "block":
-            return self.block_copy(decl, cur, ctx, path, item)
-        return self.group_copy(decl, cur, ctx, path, item, env)
-
     def present(self, decl: NodeDecl, scope: dict) -> bool | None:
         if decl.when is None:
             return True
@@ -231,8 +232,8 @@ class _Resolver:
         if v is _FAIL:
             return None
         if not isinstance(v, bool):
-            self.c.error(decl.when.loc, f"when: must be true or false, got {yaml_name(v)} {_short(v)}",
-                         self.origin(decl.when) or "write when: $flag or when: ${i == 0}")
+            self.error(decl.when, f"when: must be true or false, got {yaml_name(v)} {_short(v)}",
+                       "write when: $flag or when: ${i == 0}")
             return None
         return v
 
@@ -244,8 +245,7 @@ class _Resolver:
         if n is _FAIL:
             return _FAIL
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            self.c.error(decl.repeat.loc, f"repeat must be an integer ≥ 0, got {n!r}",
-                         self.origin(decl.repeat) or "write repeat: 4 (0: no node)")
+            self.error(decl.repeat, f"repeat must be an integer ≥ 0, got {n!r}", "write repeat: 4 (0: no node)")
             return _FAIL
         if n + len(self.nodes) > MAX_NODES:
             self.c.error(decl.repeat.loc, f"repeat: {n} would make more than {MAX_NODES} nodes",
@@ -257,7 +257,7 @@ class _Resolver:
         """The copy's attribute name: its number in a seq, its name, `name.k`, or `name.<template>`."""
         owns = decl.op is None or (lookup(decl.op) or _NO_OP).kind != "function"
         if decl.names is not None:
-            template = self.value(decl.names, ctx.params)
+            template = self.value(decl.names, dict(ctx.params, i=k))
             if not isinstance(template, str) or "{i}" not in template:
                 if template is not _FAIL:
                     self.c.error(decl.names.loc, f"names: must be a template with {{i}}, got {template!r}",
@@ -268,7 +268,10 @@ class _Resolver:
                 self.c.error(decl.names.loc, f"names: gives '{name}', which is not a valid name",
                              "use letters, digits and '_' around {i}")
                 return None
-            return name if ctx.numbered and owns else f"{decl.name}.{name}"
+            if ctx.numbered and owns:
+                ctx.number()  # a named child still takes its place, as Sequential.append would
+                return name
+            return f"{decl.name}.{name}"
         if ctx.numbered and owns:
             return ctx.number()
         return decl.name if count is None else f"{decl.name}.{k}"
@@ -285,9 +288,8 @@ class _Resolver:
                 continue
             arg = op.args[k]
             if not conforms(value, arg.type):
-                self.c.error(node.loc, f"argument '{k}' of {op.name} must be {describe(arg.type) or 'a plain value'}, "
-                             f"got {yaml_name(value)} {_short(value)}",
-                             self.origin(node) or f"see `specc ops` for {op.name}'s arguments")
+                self.error(node, f"argument '{k}' of {op.name} must be {describe(arg.type) or 'a plain value'}, "
+                           f"got {yaml_name(value)} {_short(value)}", f"see `specc ops` for {op.name}'s arguments")
                 ok = False
                 continue
             out[k] = value
@@ -326,7 +328,7 @@ class _Resolver:
             return None  # type: ignore[return-value]
         out = []
         for param, key in value.items():
-            loc = decl.tie.key_locs.get(param, decl.tie.loc)
+            loc = decl.tie.value[param].loc if decl.tie.is_map and param in decl.tie.value else decl.tie.loc
             owner, _, tensor = key.rpartition(".") if isinstance(key, str) else ("", "", "")
             target = self.by_path.get(owner)
             if target is None or target.op.kind != "module" or not tensor:
@@ -334,7 +336,7 @@ class _Resolver:
                 self.c.error(loc, f"tie: {key!r} is not a parameter of an earlier module node",
                              did_you_mean(str(key), known, "key") or "name a state_dict key such as transformer.wte.weight")
                 return None  # type: ignore[return-value]
-            out.append(Tie(param, key, owner, loc))
+            out.append(Tie(param, key, owner, loc, decl.tie.key_locs.get(param, loc)))
         return out
 
     def total_guard(self, decl: NodeDecl, n: int) -> bool:
@@ -364,13 +366,13 @@ class _Resolver:
         env, out, _ = self.body(block.body, dict(zip(block.inputs, cur)), block.inputs[0], inner, sub)
         return self.close(sub, out, item)
 
-    def group_copy(self, decl: NodeDecl, cur: list, ctx: _Ctx, path: str, item: Item, env: Env) -> Any:
+    def group_copy(self, decl: NodeDecl, cur: list, ctx: _Ctx, path: str, item: Item) -> Any:
         group = decl.group
         assert group is not None
         given = [v for v in cur if v is not None]
         sub = Scope("group", decl.name, path, group.numbered, [_IN] if given else [], given[:1])
         inner = _Ctx(ctx.params, path + ".", ctx.scope_inputs + given[:1], group.numbered)
-        inner_env = dict(env)
+        inner_env = dict(ctx.env)
         if given:
             inner_env[_IN] = given[0]
         _, out, _ = self.body(group, inner_env, _IN if given else None, inner, sub)
@@ -420,13 +422,22 @@ def _tensor_args(args: dict, decl: NodeDecl, c: Collector) -> bool:
         c.error(iloc, f"unknown init {init!r}", "zeros | ones | {normal: 0.02} | {uniform: [-0.1, 0.1]} | "
                 "{trunc_normal: 0.02} | {constant: 0.5}")
         return False
-    ok = (name in ("normal", "trunc_normal", "constant") and isinstance(value, (int, float))
-          and not isinstance(value, bool)) or (name == "uniform" and isinstance(value, list) and len(value) == 2) \
-        or name in ("zeros", "ones")
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    ok = (name in ("normal", "trunc_normal", "constant") and number(value)) or name in ("zeros", "ones") or (
+        name == "uniform" and isinstance(value, list) and len(value) == 2 and all(number(v) for v in value))
     if not ok:
         c.error(iloc, f"init {name} takes {'[low, high]' if name == 'uniform' else 'a number'}, got {value!r}",
                 "{normal: 0.02} (the std) or {uniform: [-0.1, 0.1]}")
-    return ok
+        return False
+    if name in ("normal", "trunc_normal") and value < 0 or name == "uniform" and value[0] > value[1]:
+        c.error(iloc, f"init {name} needs {'a std ≥ 0' if name != 'uniform' else 'low ≤ high'}, got {value!r}",
+                "{normal: 0.02}" if name != "uniform" else "{uniform: [-0.1, 0.1]}")
+        return False
+    if args.get("dtype", "float32") != "float32" and name in ("normal", "trunc_normal", "uniform"):
+        c.error(iloc, f"init {name} draws floats; this {decl.op} is {args['dtype']}",
+                "use zeros, ones or {constant: v} for integer and boolean tensors")
+        return False
+    return True
 
 
 def _short(value: Any) -> str:

@@ -1,7 +1,8 @@
 """Symbolic dims by sampling: each symbol gets a large prime size (times its `divisible_by`) in two
 separate runs, A and B. A size that is equal in both runs is fixed; one that follows a symbol is
-written with it (`batch`, `3*batch`, `time+2`, `height/4`, `ceil(height/2)`), and `?` where no
-simple form explains it. Messages from torch are rewritten the same way, so a user never sees a
+written with it (`batch`, `3*batch`, `time+2`, `height/4`, `ceil(height/2)`, `4*(height//4)`), and
+`?` where no simple form explains it. The primes of A, B (and C, a third run that only failures
+use) differ modulo 128, so a rounding such as `4*(height//4)` cannot pass for `height-1`. Messages from torch are rewritten the same way, so a user never sees a
 sample size.
 """
 from __future__ import annotations
@@ -11,8 +12,10 @@ from typing import Any, Mapping
 
 from .spec import DimDecl
 
-_PRIMES_A = [10007, 10009, 10037, 10039, 10061, 10067, 10069, 10079, 10091, 10093, 10099, 10103]
-_PRIMES_B = [20011, 20021, 20023, 20029, 20047, 20051, 20063, 20071, 20089, 20101, 20107, 20113]
+_PRIMES_A = [10369, 10753, 11393, 11777, 12161, 12289, 13313, 13441, 13697, 14081, 14593, 15233]  # 1 mod 128
+# B's sizes fall where A's rise, so no two symbols keep the same difference or ratio in both runs
+_PRIMES_B = [26879, 26111, 25471, 25343, 25087, 23167, 23039, 22783, 22271, 21503, 21247, 20479]  # 127 mod 128
+_PRIMES_C = [30271, 30911, 31039, 32063, 32191, 32831, 33343, 33599, 34367, 36671, 37567, 37951]  # 63 mod 128
 MAX_SYMBOLS = len(_PRIMES_A)
 _NUMBER = re.compile(r"\d+")
 
@@ -25,28 +28,56 @@ class Sampler:
         factor = {s: (dims[s].divisible_by if s in dims else 1) * (scale or {}).get(s, 1) for s in symbols}
         self.a = {s: p * factor[s] for s, p in zip(symbols, _PRIMES_A)}
         self.b = {s: p * factor[s] for s, p in zip(symbols, _PRIMES_B)}
+        self.c = {s: p * factor[s] for s, p in zip(symbols, _PRIMES_C)}
 
-    def render(self, x: int, y: int) -> Any:
-        """The size in the two runs, as a fixed int or a form of one symbol."""
+    def shifted(self) -> "Sampler":
+        """The same dims sampled with B's and C's primes (for a failure only one run showed)."""
+        other = Sampler.__new__(Sampler)
+        other.a, other.b, other.c = self.b, self.c, self.a
+        return other
+
+    def render(self, x: int, y: int, runs: tuple[dict, dict] | None = None) -> Any:
+        """A size in two runs (A and B unless `runs` says which), as a fixed int or a form of one symbol."""
+        first, second = runs or (self.a, self.b)
         if x == y:
             return x
-        for s, sa in self.a.items():
-            form = _form(s, sa, self.b[s], x, y)
+        for s, sa in first.items():  # the symbol itself first
+            if (x, y) == (sa, second[s]):
+                return s
+        for s, sa in first.items():
+            form = _form(s, sa, second[s], x, y)
             if form is not None:
                 return form
         return "?"
 
-    def unsample(self, text_a: str, text_b: str | None = None) -> str:
-        """Torch's message from run A with every size written symbolically. With the same message from
-        run B, numbers are paired up and each pair rendered (so `10010` becomes `height+3`)."""
-        if text_b is not None:
-            na, nb = _NUMBER.findall(text_a), _NUMBER.findall(text_b)
-            if len(na) == len(nb) and _NUMBER.sub("#", text_a) == _NUMBER.sub("#", text_b):
-                pairs = iter(zip(na, nb))
-                return _NUMBER.sub(lambda m: str(self.render(*map(int, next(pairs)))), text_a)
-        for name, size in self.a.items():
-            text_a = re.sub(rf"\b{size}\b", name, text_a)
-        return text_a
+    def unsample(self, text_1: str, text_2: str | None = None, runs: tuple[dict, dict] | None = None) -> str:
+        """Torch's message from one run with every size written symbolically. Given the same message
+        from a second run, numbers are paired up and each pair rendered (`10010` becomes `height+3`);
+        otherwise only sizes that a simple form of one sample explains are rewritten."""
+        runs = runs or (self.a, self.b)
+        if text_2 is not None:
+            n1, n2 = _NUMBER.findall(text_1), _NUMBER.findall(text_2)
+            if len(n1) == len(n2) and _NUMBER.sub("#", text_1) == _NUMBER.sub("#", text_2):
+                pairs = iter(zip(n1, n2))
+                return _NUMBER.sub(lambda m: str(self.render(*map(int, next(pairs)), runs)), text_1)
+        return _NUMBER.sub(lambda m: _single(int(m.group()), runs[0]) or m.group(), text_1)
+
+
+def _single(n: int, sample: dict[str, int]) -> str | None:
+    """A size of one run written with a symbol, where a simple form explains it (else None)."""
+    for s, v in sample.items():
+        if n % v == 0 and n // v <= 64:
+            return s if n == v else f"{n // v}*{s}"
+        if abs(n - v) <= 64:
+            return f"{s}+{n - v}" if n > v else f"{s}-{v - n}"
+        for k in range(2, 65):
+            if n == v // k:
+                return f"{s}//{k}"
+            if n == -(-v // k):
+                return f"ceil({s}/{k})"
+            if n == k * (v // k):
+                return f"{k}*({s}//{k})"
+    return None
 
 
 def _form(s: str, sa: int, sb: int, x: int, y: int) -> str | None:
@@ -63,6 +94,8 @@ def _form(s: str, sa: int, sb: int, x: int, y: int) -> str | None:
             return f"ceil({s}/{k})"
         if x == sa // k and y == sb // k:
             return f"{s}//{k}"
+        if x == k * (sa // k) and y == k * (sb // k):
+            return f"{k}*({s}//{k})"
     return None
 
 

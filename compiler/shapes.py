@@ -85,7 +85,7 @@ def fmt_shape(shape: Any) -> str:
         return "None"
     if isinstance(shape, tuple) and shape and (isinstance(shape[0], tuple) or shape[0] is None):
         return ", ".join(fmt_shape(s) for s in shape)
-    return "(" + ", ".join(str(d) for d in shape) + ")"
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _render(a: Any, b: Any, s: Sampler) -> Any:
@@ -100,15 +100,23 @@ class ShapeError(Exception):
     def __init__(self, message: str, hint: str = "", loc: Any = None):
         super().__init__(message)
         self.message, self.hint, self.loc = message, hint, loc
+        self.only_b = False  # the failure showed in run B only: its sizes cannot be paired
 
 
 def infer_shapes(graph: Graph, dims: Mapping[str, DimDecl] | None = None) -> TypedGraph:
     """Run every node on meta tensors; raise one `SpecError` listing every shape error found."""
     symbols = list(dict.fromkeys(d for i in graph.inputs.values() for d in i.shape if isinstance(d, str)))
     dims = dict(dims or {})
-    run = _Pass(graph, Sampler(symbols, dims))
+    sampler = Sampler(symbols, dims)
+    run = _Pass(graph, sampler)
     info = run.all()
     if run.c.diagnostics:
+        if run.only_b:  # sizes of a failure seen in one run only: take them from runs B and C
+            retry = _Pass(graph, sampler.shifted())
+            retry.all()
+            better = {(d.line, d.col): d for d in retry.c.diagnostics}
+            run.c.diagnostics = [better.get((d.line, d.col), d) if i in run.only_b else d
+                                 for i, d in enumerate(run.c.diagnostics)]
         _divisibility_hint(graph, symbols, dims, run)
         run.c.raise_if_any()
     return TypedGraph(graph, info, symbols, {s: dims.get(s, DimDecl(s)) for s in symbols})
@@ -127,6 +135,7 @@ class _Pass:
         self.memo: dict[Any, tuple] = {}  # repeated blocks meet the same op, arguments and shapes many times
         self.runner = NodeRunner(self)
         self.failed_at: GNode | None = None
+        self.only_b: set[int] = set()  # indexes of diagnostics whose failure showed in run B only
 
     def all(self) -> dict[str, NodeInfo]:
         for name, inp in self.graph.inputs.items():
@@ -142,6 +151,8 @@ class _Pass:
             try:
                 self.runner.run(node)
             except ShapeError as e:
+                if e.only_b:
+                    self.only_b.add(len(self.c.diagnostics))
                 self.c.error(e.loc or node.loc, e.message, e.hint)
                 self.failed_at = self.failed_at or node
         return self.info
@@ -158,6 +169,12 @@ class _Pass:
             raise ShapeError(f"'{v.node}' returns {n} value{'s' if n != 1 else ''} here; there is no element "
                              f"{v.index}", f"use {v.node}.0 … {v.node}.{n - 1}" if n > 1 else "drop the index",
                              loc)
+        if x[v.index] is None:
+            loc = node.ref_locs[slot] if slot < len(node.ref_locs) else node.loc
+            producer = self.graph._index.get(v.node)
+            hint = "set need_weights: true to get the attention weights" if producer is not None and \
+                producer.op.name == "MultiheadAttention" else "use another element"
+            raise ShapeError(f"element {v.index} of '{v.node}' is None here, not a tensor", hint, loc)
         return x[v.index]
 
     def shape_of(self, v: Val) -> Any:
@@ -167,21 +184,28 @@ class _Pass:
 
 def _divisibility_hint(graph: Graph, symbols: list[str], dims: dict[str, DimDecl], run: _Pass) -> None:
     """When a shape error involves symbolic dims, find the divisibility that would make it pass
-    (retrying with sizes that are multiples of 2, 4, ... 64) and say so in the first error's hint."""
+    (retrying with sizes that are multiples of 2, 4, ... 64), and which dims need it, and say so in
+    the first error's hint."""
     if run.failed_at is None or not symbols:
         return
+    order = {n.path: i for i, n in enumerate(graph.nodes)}
+
+    def passes(scale: dict[str, int]) -> bool:
+        trial = _Pass(graph, Sampler(symbols, dims, scale))
+        trial.all()
+        return trial.failed_at is None or order[trial.failed_at.path] > order[run.failed_at.path]
+
     for k in (2, 4, 8, 16, 32, 64):
-        for s in symbols:
-            trial = _Pass(graph, Sampler(symbols, dims, {s: k}))
-            trial.all()
-            order = {n.path: i for i, n in enumerate(graph.nodes)}
-            if trial.failed_at is None or order[trial.failed_at.path] > order[run.failed_at.path]:
-                d = run.c.diagnostics[0]
-                need = k * (dims[s].divisible_by if s in dims else 1)
-                run.c.diagnostics[0] = type(d)(d.file, d.line, d.col, d.message,
-                                               f"{s} must be divisible by {need} here: declare it with "
-                                               f"dims: {{{s}: {{divisible_by: {need}}}}}", d.snippet)
-                return
+        if not passes({s: k for s in symbols}):
+            continue
+        need = [s for s in symbols if not passes({o: k for o in symbols if o != s})] or symbols[:1]
+        d = run.c.diagnostics[0]
+        sizes = {s: k * (dims[s].divisible_by if s in dims else 1) for s in need}
+        which = " and ".join(f"{s}" for s in need)
+        decl = ", ".join(f"{s}: {{divisible_by: {n}}}" for s, n in sizes.items())
+        hint = f"{which} must be divisible by {max(sizes.values())} here: declare it with dims: {{{decl}}}"
+        run.c.diagnostics[0] = type(d)(d.file, d.line, d.col, d.message, hint, d.snippet)
+        return
 
 
 def run_call(call: Call, module: Any, tensor: Any) -> Any:

@@ -146,87 +146,95 @@ class _Frame:
         self.node, self.anchor, self.key, self.key_loc, self.size = node, anchor, None, None, 1
 
 
-def _compose(events: Any, src: Source) -> Node:
-    anchors: dict[str, tuple[Node, int]] = {}
-    stack: list[_Frame] = []
-    total = 0
-    root: Node | None = None
-    documents = 0
+class _Composer:
+    """Builds the located tree from PyYAML's events, iteratively (deep files cannot blow the stack),
+    counting values as aliases expand (a billion-laughs file stops after bounded work)."""
 
-    def add(child: Node, size: int, loc: Loc) -> None:
-        nonlocal root, total
-        total += size
-        if total > MAX_VALUES:
-            raise SpecError.at(loc, f"spec expands to more than {MAX_VALUES} values",
-                               "aliases are expanded; an alias bomb or a huge inline table is refused")
-        if not stack:
-            root = child
-            return
-        top = stack[-1]
-        top.size += size
-        if top.node.is_seq:
-            top.node.value.append(child)
-        elif top.key is None:  # a key
-            if child.is_map or child.is_seq:
-                raise SpecError.at(child.loc, "mapping keys must be plain names", "write the key as text")
-            key = "" if child.value is None else str(child.value)
-            if key in top.node.value:
-                first = top.node.key_locs[key]
-                raise SpecError.at(child.loc, f"duplicate key '{key}' (first at line {first.line})",
-                                   "remove one of them; YAML keeps only one")
-            top.key, top.key_loc = key, child.loc
-        else:
-            top.node.value[top.key] = child
-            top.node.key_locs[top.key] = top.key_loc
-            top.key = None
+    def __init__(self, src: Source):
+        self.src = src
+        self.anchors: dict[str, tuple[Node, int]] = {}
+        self.stack: list[_Frame] = []
+        self.total = 0
+        self.root: Node | None = None
+        self.documents = 0
 
-    for event in events:
-        loc = _loc(event.start_mark, src)
+    def compose(self, events: Any) -> Node:
+        for event in events:
+            self.event(event, _loc(event.start_mark, self.src))
+        if self.root is None:
+            raise SpecError.at(Loc(self.src.name, 1, 1, self.src), "spec is empty", "a spec starts with 'specc: 1'")
+        return self.root
+
+    def event(self, event: Any, loc: Loc) -> None:
         if isinstance(event, yaml.DocumentStartEvent):
-            documents += 1
-            if documents > 1:
+            self.documents += 1
+            if self.documents > 1:
                 raise SpecError.at(loc, "a spec file holds one YAML document", "remove the extra '---'")
-            continue
+            return
         if isinstance(event, (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)):
-            continue
+            return
         tag = getattr(event, "tag", None)
         if tag is not None:
             raise SpecError.at(loc, f"YAML tags are not allowed (found '{tag}')",
                                "remove the tag; specs hold plain data and never name Python objects")
         if isinstance(event, yaml.AliasEvent):
-            if event.anchor not in anchors:
+            if event.anchor not in self.anchors:
                 raise SpecError.at(loc, f"unknown alias '*{event.anchor}'", "define the anchor with & before using it")
-            node, size = anchors[event.anchor]
-            add(node, size, loc)
+            node, size = self.anchors[event.anchor]
+            self.add(node, size, loc)
         elif isinstance(event, yaml.ScalarEvent):
-            value = resolve_scalar(event.value, loc) if event.style is None else event.value
-            node = Node(value, loc)
+            node = Node(resolve_scalar(event.value, loc) if event.style is None else event.value, loc)
             if event.anchor:
-                anchors[event.anchor] = (node, 1)
-            add(node, 1, loc)
+                self.anchors[event.anchor] = (node, 1)
+            self.add(node, 1, loc)
         elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-            if len(stack) >= MAX_DEPTH:
+            if len(self.stack) >= MAX_DEPTH:
                 raise SpecError.at(loc, f"spec nests deeper than {MAX_DEPTH} levels", "flatten the structure")
-            node = Node([] if isinstance(event, yaml.SequenceStartEvent) else {}, loc)
-            stack.append(_Frame(node, event.anchor))
+            self.stack.append(_Frame(Node([] if isinstance(event, yaml.SequenceStartEvent) else {}, loc), event.anchor))
         elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-            frame = stack.pop()
-            if frame.anchor:
-                anchors[frame.anchor] = (frame.node, frame.size)
-            if stack:
-                stack[-1].size += frame.size
-                _attach(stack[-1], frame.node)
-            else:
-                add(frame.node, 0, frame.node.loc)
+            self.close()
         else:  # pragma: no cover - PyYAML emits no other events
             raise SpecError.at(loc, f"unexpected YAML event {type(event).__name__}")
-    if root is None:
-        raise SpecError.at(Loc(src.name, 1, 1, src), "spec is empty", "a spec starts with 'specc: 1'")
-    return root
+
+    def close(self) -> None:
+        frame = self.stack.pop()
+        if frame.anchor:
+            self.anchors[frame.anchor] = (frame.node, frame.size)
+        if self.stack:
+            self.stack[-1].size += frame.size
+            _attach(self.stack[-1], frame.node)
+        else:
+            self.add(frame.node, 0, frame.node.loc)
+
+    def add(self, child: Node, size: int, loc: Loc) -> None:
+        self.total += size
+        if self.total > MAX_VALUES:
+            raise SpecError.at(loc, f"spec expands to more than {MAX_VALUES} values",
+                               "aliases are expanded; an alias bomb or a huge inline table is refused")
+        if not self.stack:
+            self.root = child
+            return
+        top = self.stack[-1]
+        top.size += size
+        if top.node.is_seq or top.key is not None:
+            _attach(top, child)
+            return
+        if child.is_map or child.is_seq:  # a key
+            raise SpecError.at(child.loc, "mapping keys must be plain names", "write the key as text")
+        key = "" if child.value is None else str(child.value)
+        if key in top.node.value:
+            first = top.node.key_locs[key]
+            raise SpecError.at(child.loc, f"duplicate key '{key}' (first at line {first.line})",
+                               "remove one of them; YAML keeps only one")
+        top.key, top.key_loc = key, child.loc
+
+
+def _compose(events: Any, src: Source) -> Node:
+    return _Composer(src).compose(events)
 
 
 def _attach(parent: _Frame, child: Node) -> None:
-    """Attach a finished collection to its parent (its values were already counted)."""
+    """Attach a finished value to its parent (its values were already counted)."""
     if parent.node.is_seq:
         parent.node.value.append(child)
     elif parent.key is None:

@@ -6,10 +6,18 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
 from compiler.errors import first_line
 
 from .errors import WriteError
+
+
+def file_mode() -> int:
+    """What open() gives a new file under the current umask (mkstemp makes 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 @dataclass
@@ -20,6 +28,7 @@ class Artifact:
     notes: list[str] = field(default_factory=list)
     warnings: str = ""
     method: str = ""  # script | trace, dynamo | legacy, ...
+    declared: Any = None  # exporters.declared.DeclaredShapes, for formats whose files declare shapes
 
     @property
     def megabytes(self) -> float:
@@ -59,9 +68,11 @@ def staged(path: Path) -> Iterator[Path]:
         try:
             data = tmp_path.with_name(tmp_path.name + ".data")
             if data.exists():
+                os.chmod(data, file_mode())
                 os.replace(data, path.with_name(path.name + ".data"))
             with open(tmp_path, "rb") as f:
                 os.fsync(f.fileno())
+            os.chmod(tmp_path, file_mode())
             os.replace(tmp_path, path)
         except OSError as e:
             raise WriteError(path, e.strerror or str(e)) from None

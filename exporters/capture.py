@@ -82,10 +82,14 @@ def _fd(fd: int, sink: list[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def capture(on_step: Callable[[str], None] | None = None, stdout_fd: bool = False) -> Iterator[Captured]:
+def capture(on_step: Callable[[str], None] | None = None, stdout_fd: bool = False,
+            stdout: bool = True) -> Iterator[Captured]:
+    """Warnings, exporter log records and whatever native code writes to stderr are collected in
+    the `Captured`; with `stdout`, printed lines too (the `[torch.onnx]` steps go to `on_step`)."""
     cap = Captured()
     handler = _Handler(cap.warnings)
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "torch.fx")]
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "torch._dynamo",
+                                              "onnxscript", "onnx_ir", "torch.fx")]
     saved = [(lg.propagate, lg.level) for lg in loggers]
     for lg in loggers:
         lg.addHandler(handler)
@@ -94,7 +98,8 @@ def capture(on_step: Callable[[str], None] | None = None, stdout_fd: bool = Fals
     try:
         with contextlib.ExitStack() as stack:
             caught = stack.enter_context(warnings.catch_warnings(record=True))
-            stack.enter_context(contextlib.redirect_stdout(tee))
+            if stdout:
+                stack.enter_context(contextlib.redirect_stdout(tee))
             stack.enter_context(_fd(2, cap.warnings))
             if stdout_fd:
                 stack.enter_context(_fd(1, cap.output))

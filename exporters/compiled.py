@@ -7,15 +7,16 @@ from typing import Any, Callable
 
 import torch
 
-from compiler.errors import first_line
-
 from .artifact import Artifact
+from .blame import root_cause
 from .capture import capture
 from .errors import ExportError
+from .job import ExportJob
 
 
-def compile_module(module: torch.nn.Module, example: list[torch.Tensor]) -> tuple[Artifact, Callable]:
+def compile_module(job: ExportJob) -> tuple[Artifact, Callable]:
     """Compile with dynamic shapes and run once (the cold compile), so later calls are warm."""
+    module, example = job.module, job.example
     start = time.perf_counter()
     with capture() as cap:
         try:
@@ -23,7 +24,7 @@ def compile_module(module: torch.nn.Module, example: list[torch.Tensor]) -> tupl
             with torch.no_grad():
                 compiled(*example)
         except Exception as e:
-            raise ExportError("compile", f"torch.compile failed: {first_line(e)}",
+            raise ExportError("compile", f"torch.compile failed: {root_cause(e)}",
                               "torch.compile needs a working C++ compiler for the CPU backend") from None
     art = Artifact("compile", None, time.perf_counter() - start, ["compiled in memory, not saved"], cap.summary(),
                    "inductor")

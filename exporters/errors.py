@@ -1,13 +1,22 @@
 """Export failures that are the user's to fix (an op a format cannot express, a missing runtime)."""
 from __future__ import annotations
 
+from typing import Any
+
 
 class ExportError(Exception):
-    """A format could not be produced; `hint` says what to do. The CLI exits 2."""
+    """A format could not be produced; `hint` says what to do, `loc` (a compiler.errors.Loc) is the
+    spec node it failed at, when known. The CLI exits 2."""
 
-    def __init__(self, fmt: str, message: str, hint: str = ""):
+    def __init__(self, fmt: str, message: str, hint: str = "", loc: Any = None):
         super().__init__(f"{fmt}: {message}")
-        self.format, self.message, self.hint = fmt, message, hint
+        self.format, self.message, self.hint, self.loc = fmt, message, hint, loc
+
+    def as_dict(self) -> dict[str, Any]:
+        loc = self.loc
+        return {"format": self.format, "message": self.message, "hint": self.hint,
+                "location": str(loc) if loc is not None else "", "file": getattr(loc, "file", ""),
+                "line": getattr(loc, "line", 0), "col": getattr(loc, "col", 0)}
 
 
 class WriteError(OSError):

@@ -1,4 +1,8 @@
-"""Seeded inputs at every combination of symbolic dim sizes, and dynamic-shape specs for exporters."""
+"""Seeded inputs at every combination of symbolic dim sizes, and dynamic-shape specs for exporters.
+
+Sizes respect the spec's `dims:` constraints (`time: {divisible_by: 4, min: 8}`): the trace example,
+every size checked and the range torch.export is told about all stay inside what the spec allows.
+"""
 from __future__ import annotations
 
 import itertools
@@ -7,23 +11,62 @@ from typing import Any, Mapping
 import torch
 
 from compiler.shapes import DTYPES
-from compiler.spec import InputDecl
+from compiler.spec import DimDecl, InputDecl
 
 DEFAULT_SIZES = {"batch": [1, 3, 32]}
 OTHER_SIZES = [2, 5, 17]  # small, odd and larger; primes catch baked-in constants
 EXAMPLE = 2  # trace size: not 0 or 1, which exporters specialise on
+MAX_SIZE = 2**20
+
+Dims = Mapping[str, DimDecl]
 
 
 def symbols(inputs: Mapping[str, InputDecl]) -> list[str]:
     return list(dict.fromkeys(d for i in inputs.values() for d in i.shape if isinstance(d, str)))
 
 
-def size_grid(inputs: Mapping[str, InputDecl], dims: Mapping[str, list[int]] | None) -> list[dict[str, int]]:
+def allowed(size: int, decl: DimDecl | None) -> int | None:
+    """The smallest size >= `size` that the dim's constraints allow (None: none does)."""
+    if decl is None:
+        return size
+    k = decl.divisible_by
+    s = max(size, decl.min)
+    s = -(-s // k) * k
+    return s if decl.max is None or s <= decl.max else None
+
+
+def example_size(decl: DimDecl | None) -> int:
+    size = allowed(EXAMPLE, decl)
+    if size is None:  # only sizes below 2 are allowed: the largest one
+        return decl.max  # type: ignore[union-attr]
+    return size
+
+
+def _sizes(symbol: str, given: list[int] | None, decl: DimDecl | None) -> list[int]:
+    if given:
+        return list(given)  # the spec's export.dims are taken as written
+    sizes = [allowed(s, decl) for s in DEFAULT_SIZES.get(symbol, OTHER_SIZES)]
+    if decl is not None and decl.max is not None and None in sizes:
+        sizes.append(decl.max)
+    return list(dict.fromkeys(s for s in sizes if s is not None)) or [example_size(decl)]
+
+
+def size_grid(inputs: Mapping[str, InputDecl], dims: Mapping[str, list[int]] | None,
+              decls: Dims | None = None) -> list[dict[str, int]]:
     """Every combination of the sizes to check, one dict per combination."""
     syms = symbols(inputs)
-    dims = dict(dims or {})
-    lists = [dims.get(s) or DEFAULT_SIZES.get(s) or OTHER_SIZES for s in syms]
+    dims, decls = dict(dims or {}), dict(decls or {})
+    lists = [_sizes(s, dims.get(s), decls.get(s)) for s in syms]
     return [dict(zip(syms, combo)) for combo in itertools.product(*lists)] or [{}]
+
+
+def corners(grid: list[dict[str, int]]) -> list[dict[str, int]]:
+    """Every dim at its smallest size, and every dim at its largest (the latency points)."""
+    if not grid or not grid[0]:
+        return grid[:1]
+    lo = {k: min(g[k] for g in grid) for k in grid[0]}
+    hi = {k: max(g[k] for g in grid) for k in grid[0]}
+    return [lo] if lo == hi else [lo, hi]
 
 
 def make_inputs(inputs: Mapping[str, InputDecl], sizes: Mapping[str, int], seed: int = 0) -> list[torch.Tensor]:
@@ -43,21 +86,32 @@ def make_inputs(inputs: Mapping[str, InputDecl], sizes: Mapping[str, int], seed:
     return out
 
 
-def example_inputs(inputs: Mapping[str, InputDecl], seed: int = 0) -> list[torch.Tensor]:
-    return make_inputs(inputs, {s: EXAMPLE for s in symbols(inputs)}, seed)
+def example_inputs(inputs: Mapping[str, InputDecl], seed: int = 0, decls: Dims | None = None) -> list[torch.Tensor]:
+    decls = decls or {}
+    return make_inputs(inputs, {s: example_size(decls.get(s)) for s in symbols(inputs)}, seed)
 
 
-def torch_dynamic_shapes(inputs: Mapping[str, InputDecl]) -> dict[str, dict[int, Any]]:
-    """For torch.export and the dynamo ONNX exporter: one shared `Dim` per symbol."""
-    dims = {s: torch.export.Dim(s, min=1, max=2**20) for s in symbols(inputs)}
+def torch_dynamic_shapes(inputs: Mapping[str, InputDecl], decls: Dims | None = None) -> dict[str, dict[int, Any]]:
+    """For torch.export and the dynamo ONNX exporter: one shared `Dim` per symbol, with the spec's
+    range, and `k * Dim` for a dim declared divisible by k."""
+    decls = decls or {}
+    dims = {s: _dim(s, decls.get(s)) for s in symbols(inputs)}
     return {name: {i: dims[d] for i, d in enumerate(inp.shape) if isinstance(d, str)} for name, inp in inputs.items()}
+
+
+def _dim(symbol: str, decl: DimDecl | None) -> Any:
+    lo, hi = (decl.min, decl.max or MAX_SIZE) if decl is not None else (1, MAX_SIZE)
+    k = decl.divisible_by if decl is not None else 1
+    if k == 1:
+        return torch.export.Dim(symbol, min=lo, max=hi)
+    return k * torch.export.Dim(f"{symbol}_over_{k}", min=max(1, -(-lo // k)), max=max(1, hi // k))
 
 
 def dynamic_axes(inputs: Mapping[str, InputDecl], outputs: Mapping[str, tuple]) -> dict[str, dict[int, str]]:
     """For the legacy ONNX exporter: axis names for inputs and (where known) outputs."""
     axes = {name: {i: d for i, d in enumerate(inp.shape) if isinstance(d, str)} for name, inp in inputs.items()}
     for name, shape in outputs.items():
-        named = {i: d for i, d in enumerate(shape) if isinstance(d, str) and d.isidentifier()}
+        named = {i: d for i, d in enumerate(shape) if isinstance(d, str) and d != "?"}
         if named:
             axes[name] = named
     return axes

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from . import to_onnx, to_pt2, to_torchscript
+from . import blame, to_onnx, to_pt2, to_torchscript
 from .parity import flatten, tolerance
 
 
@@ -143,7 +143,7 @@ def _pt2_values(module: fx.GraphModule, program: Any, xs: list[torch.Tensor]) ->
         return {}
     out = {}
     for n in gm.graph.nodes:
-        origin = to_onnx._root(n)
+        origin = blame.root(n)
         if origin in path_of and n.name in rec.values:
             out[path_of[origin]] = rec.values[n.name]
     return out

@@ -1,8 +1,10 @@
 """Parity: each artifact, reloaded from disk, against the eager model at every size combination.
 
-Element-wise tolerance `|got - ref| <= atol + rtol * |ref|`. Each check reports the max absolute
-and relative error, the fraction of elements out of tolerance, the worst element (index and both
-values), NaN/Inf counts and the verdict.
+Element-wise tolerance `|got - ref| <= atol + rtol * |ref|` (`tolerance`, the one comparison every
+check and the divergence search use). Each check reports the max absolute and relative error, the
+fraction of elements out of tolerance, the worst element (index and both values), NaN/Inf counts
+and the verdict. Deployment variants (int8, fp16, optimized graphs) get metric checks instead
+(`kind: metric`, see `variants`), and each file format a declared-shape check (see `declared`).
 """
 from __future__ import annotations
 
@@ -14,13 +16,24 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from compiler.errors import first_line
-
 from compiler.spec import InputDecl
 
+from .blame import root_cause
 from .inputs import make_inputs
 
 Runner = Callable[[list[torch.Tensor]], Any]
+
+
+@dataclass
+class Comparison:
+    max_abs_err: float
+    max_rel_err: float
+    out_of_tolerance: float  # fraction of elements
+    worst: dict[str, Any]
+    nan: int
+    inf: int
+    passed: bool
+    error: str = ""
 
 
 @dataclass
@@ -36,6 +49,16 @@ class Check:
     inf: int
     passed: bool
     error: str = ""
+    kind: str = "values"  # values: element-wise against eager; metric: a deployment variant's task metric
+    metric: dict[str, Any] | None = None  # {name, reference, quantized, drop, max_drop, on}
+    size_mb: dict[str, float] | None = None  # {fp32, variant, ratio}
+    latency_ms: dict[str, dict[str, float]] | None = None  # {fp32: {sizes: ms}, variant: {...}}
+    note: str = ""
+
+    @classmethod
+    def of(cls, fmt: str, sizes: dict[str, int], shapes: dict[str, list[int]], c: Comparison) -> "Check":
+        return cls(fmt, sizes, shapes, c.max_abs_err, c.max_rel_err, c.out_of_tolerance, c.worst, c.nan, c.inf,
+                   c.passed, c.error)
 
 
 @dataclass
@@ -44,16 +67,25 @@ class ParityReport:
     checks: list[Check]
     atol: float
     rtol: float
+    declared_shapes: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     compile_speedup: float | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     divergence: dict[str, Any] | None = None
-    errors: list[dict[str, str]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: dict[str, str] = field(default_factory=dict)  # per format: torch's and the exporters' own
     trained: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def verdict(checks: list[Check], declared: list[dict[str, Any]], errors: list[Any]) -> bool:
+    """Honest: at least one check, every check passed (values and metrics), every declared-shape
+    check passed, and no format failed to be produced."""
+    return bool(checks) and all(c.passed for c in checks) and all(d["passed"] for d in declared) and not errors
 
 
 def flatten(out: Any) -> list[torch.Tensor]:
@@ -82,12 +114,15 @@ def tolerance(ref: torch.Tensor, got: torch.Tensor, atol: float, rtol: float) ->
     return Tolerance(diff, allowed, float(diff.max()) if diff.numel() else 0.0, int((diff > allowed).sum()))
 
 
-def compare(fmt: str, sizes: dict, xs: list[torch.Tensor], names: list[str], ref: list[torch.Tensor],
-            got: list[torch.Tensor], atol: float, rtol: float, input_names: list[str]) -> Check:
-    shapes = {n: list(x.shape) for n, x in zip(input_names, xs)}
+def _failed(error: str, worst: dict | None = None) -> Comparison:
+    return Comparison(float("inf"), float("inf"), 1.0, worst or {}, 0, 0, False, error)
+
+
+def compare(names: list[str], ref: list[torch.Tensor], got: list[torch.Tensor], atol: float,
+            rtol: float) -> Comparison:
+    """Outputs `got` against `ref`, element by element, with the worst element found."""
     if len(ref) != len(got):
-        return Check(fmt, sizes, shapes, float("inf"), float("inf"), 1.0, {}, 0, 0, False,
-                     f"{len(got)} outputs, expected {len(ref)}")
+        return _failed(f"{len(got)} outputs, expected {len(ref)}")
     max_abs = max_rel = 0.0
     bad = total = nan = inf = 0
     worst: dict[str, Any] = {}
@@ -95,48 +130,61 @@ def compare(fmt: str, sizes: dict, xs: list[torch.Tensor], names: list[str], ref
     for name, r, g in zip(names, ref, got):
         r, g = r.detach().double().cpu(), g.detach().double().cpu()
         if r.shape != g.shape:
-            return Check(fmt, sizes, shapes, float("inf"), float("inf"), 1.0, {"output": name}, 0, 0, False,
-                         f"output '{name}' has shape {tuple(g.shape)}, expected {tuple(r.shape)}")
+            return _failed(f"output '{name}' has shape {tuple(g.shape)}, expected {tuple(r.shape)}", {"output": name})
         nan += int(torch.isnan(g).sum())
         inf += int(torch.isinf(g).sum())
         t = tolerance(r, g, atol, rtol)
-        diff, allowed = t.diff, t.allowed
         bad += t.bad
         total += r.numel()
-        if r.numel():
-            max_abs = max(max_abs, t.max_abs)
-            rel = diff / r.abs().clamp_min(1e-12)
-            max_rel = max(max_rel, float(torch.nan_to_num(rel, nan=0.0).max()))
-            excess = diff - allowed
-            i = int(excess.flatten().argmax())
-            if float(excess.flatten()[i]) > worst_excess:
-                worst_excess = float(excess.flatten()[i])
-                idx = list(torch.unravel_index(torch.tensor(i), r.shape)) if r.dim() else []
-                worst = {"output": name, "index": [int(v) for v in idx], "got": float(g.flatten()[i]),
-                         "ref": float(r.flatten()[i])}
-    frac = bad / total if total else 0.0
-    return Check(fmt, sizes, shapes, max_abs, max_rel, frac, worst, nan, inf, bad == 0)
+        if not r.numel():
+            continue
+        max_abs = max(max_abs, t.max_abs)
+        rel = t.diff / r.abs().clamp_min(1e-12)
+        max_rel = max(max_rel, float(torch.nan_to_num(rel, nan=0.0).max()))
+        excess = (t.diff - t.allowed).flatten()
+        i = int(excess.argmax())
+        if float(excess[i]) > worst_excess:
+            worst_excess = float(excess[i])
+            idx = list(torch.unravel_index(torch.tensor(i), r.shape)) if r.dim() else []
+            worst = {"output": name, "index": [int(v) for v in idx], "got": float(g.flatten()[i]),
+                     "ref": float(r.flatten()[i])}
+    return Comparison(max_abs, max_rel, bad / total if total else 0.0, worst, nan, inf, bad == 0)
 
 
-def run_checks(module: torch.nn.Module, inputs: Mapping[str, InputDecl], output_names: list[str],
-               runners: Mapping[str, Runner], grid: list[dict[str, int]], atol: float, rtol: float,
-               seed: int = 0) -> list[Check]:
+def run_checks(job: Any, runners: Mapping[str, Runner], grid: list[dict[str, int]]) -> list[Check]:
+    """Every runner against the job's eager module at every size of the grid."""
+    cfg, names = job.config, list(job.inputs)
     checks = []
-    names = list(inputs)
-    module.train(False)  # eval mode
+    job.module.train(False)  # eval mode
     with torch.no_grad():
         for sizes in grid:
-            xs = make_inputs(inputs, sizes, seed)
-            ref = flatten(module(*xs))
+            xs = make_inputs(job.inputs, sizes, cfg.seed)
+            shapes = {n: list(x.shape) for n, x in zip(names, xs)}
+            ref = flatten(job.module(*xs))
             for fmt, run in runners.items():
                 try:
                     got = flatten(run([x.clone() for x in xs]))
                 except Exception as e:
-                    checks.append(Check(fmt, sizes, {n: list(x.shape) for n, x in zip(names, xs)}, float("inf"),
-                                        float("inf"), 1.0, {}, 0, 0, False, first_line(e)))
+                    checks.append(Check.of(fmt, sizes, shapes, _failed(root_cause(e))))
                     continue
-                checks.append(compare(fmt, sizes, xs, output_names, ref, got, atol, rtol, names))
+                checks.append(Check.of(fmt, sizes, shapes, compare(job.output_names, ref, got, cfg.atol, cfg.rtol)))
     return checks
+
+
+def time_calls(run: Callable[[], Any], rounds: int = 30) -> float:
+    """Median ms per call, after three warm-up calls."""
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return round(statistics.median(times), 4)
+
+
+def label(sizes: Mapping[str, int]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sizes.items()) or "fixed"
 
 
 def latency(inputs: Mapping[str, InputDecl], runners: Mapping[str, Runner], sizes_list: list[dict[str, int]],
@@ -147,17 +195,9 @@ def latency(inputs: Mapping[str, InputDecl], runners: Mapping[str, Runner], size
     out: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         for sizes in sizes_list:
-            label = ",".join(f"{k}={v}" for k, v in sizes.items()) or "fixed"
             xs = make_inputs(inputs, sizes, 0)
             for name, run in runners.items():
-                for _ in range(3):
-                    run(xs)
-                times = []
-                for _ in range(rounds):
-                    t0 = time.perf_counter()
-                    run(xs)
-                    times.append((time.perf_counter() - t0) * 1e3)
-                out.setdefault(name, {})[label] = round(statistics.median(times), 4)
+                out.setdefault(name, {})[label(sizes)] = time_calls(lambda: run(xs), rounds)
     return out
 
 

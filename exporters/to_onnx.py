@@ -1,117 +1,166 @@
 """ONNX: the dynamo exporter by default (opset 18, one file, dynamic shapes from symbolic dims,
 input and output names from the spec), the legacy exporter behind `exporter="legacy"` and as the
-fallback when dynamo fixes a dim that should stay dynamic (recurrent layers do). Every file
-passes `onnx.checker` in full and carries specc's metadata.
+fallback when dynamo fails on a node or fixes a dim that should stay dynamic.
+
+The model stays in memory from the exporter to the one save: the declared shapes are checked (and
+repaired where safe, see `declared`), `onnx.checker` and strict shape inference run, specc's
+metadata is added, and the file is written once, atomically.
 """
 from __future__ import annotations
 
+import io
 import json
+import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import onnx
 import torch
 
-from compiler.errors import first_line
-from compiler.spec import InputDecl
-
+from . import blame, rewrite, to_pt2
 from .artifact import Artifact, staged
-from .capture import capture
+from .capture import Captured, capture
+from .declared import onnx_shapes
 from .errors import ExportError, raise_if_io
 from .inputs import dynamic_axes, torch_dynamic_shapes
+from .job import ExportJob
+from .torchlib import cached_registry
 
 EXTERNAL_DATA_BYTES = 1_500_000_000
 META_PREFIX = "specc."
+_OPSET_NOISE = ("operator set version", "version conver", "target version")
 
 
-def export(module: torch.nn.Module, example: list[torch.Tensor], inputs: Mapping[str, InputDecl],
-           output_names: list[str], output_shapes: Mapping[str, tuple], path: Path, opset: int,
-           exporter: str, metadata: Mapping[str, str], weight_bytes: int,
-           on_step: Callable[[str], None] | None = None) -> Artifact:
+class _Failed(Exception):
+    """One exporter's failure: the root cause and the spec node it happened at."""
+
+    def __init__(self, exporter: str, cause: str, node: Any):
+        super().__init__(cause)
+        self.exporter, self.cause, self.node = exporter, cause, node
+
+    @property
+    def loc(self) -> Any:
+        return self.node.meta.get("specc_loc") if self.node is not None else None
+
+
+def export(job: ExportJob) -> Artifact:
     start = time.perf_counter()
-    notes: list[str] = []
-    warnings: list[str] = []
-    external = weight_bytes > EXTERNAL_DATA_BYTES
-    with staged(path) as tmp:
-        values: dict[str, str] = {}
-        if exporter == "dynamo":
-            with capture(on_step) as cap:
-                try:
-                    program = torch.onnx.export(module, tuple(example), str(tmp), dynamo=True,
-                                                dynamic_shapes=torch_dynamic_shapes(inputs), input_names=list(inputs),
-                                                output_names=output_names, opset_version=opset,
-                                                external_data=external)
-                except Exception as e:
-                    raise_if_io(e, path)
-                    raise ExportError("onnx", f"the dynamo exporter failed: {first_line(e)}",
-                                      "try --exporter legacy, or check the op against `specc ops`") from None
-            warnings += [w for w in cap.warnings if "operator set version" not in w and "version conver" not in w
-                         and "target version" not in w]
-            written = onnx.load(str(tmp), load_external_data=False)
-            fixed = static_dims(written, inputs)
-            got_opset = next((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), opset)
-            if got_opset != opset:
-                notes.append(f"the dynamo exporter cannot write opset {opset} (it wrote {got_opset}); "
-                             f"used the legacy exporter instead")
-                exporter = "legacy"
-            elif fixed:
-                notes.append(f"the dynamo exporter fixed dim(s) {', '.join(fixed)}; used the legacy exporter instead")
-                exporter = "legacy"
-            else:
-                values = value_map(program, module)
-        if exporter == "legacy":
-            with capture(on_step, stdout_fd=True) as cap:
-                try:
-                    torch.onnx.export(module, tuple(example), str(tmp), dynamo=False, input_names=list(inputs),
-                                      output_names=output_names, opset_version=opset,
-                                      dynamic_axes=dynamic_axes(inputs, output_shapes))
-                except Exception as e:
-                    raise_if_io(e, path)
-                    raise ExportError("onnx", f"the legacy exporter failed: {first_line(e)}{_node_of(e, module)}",
-                                      f"this op has no ONNX form at opset {opset}; try a higher --opset (18 and up "
-                                      "use the dynamo exporter)") from None
-            warnings += cap.warnings
-            fixed = static_dims(onnx.load(str(tmp), load_external_data=False), inputs)
-            if fixed:
-                raise ExportError("onnx", f"the exported graph fixes dim(s) {', '.join(fixed)}",
-                                  "some op in the model specializes on the example size")
-        model = onnx.load(str(tmp))
+    module, notes = rewrite.for_onnx(job.module, job.example)
+    cap = Captured()
+    model, exporter, values = _model(job, module, notes, cap)
+    try:
+        declared = onnx_shapes(model, job.inputs, job.outputs)  # strict shape inference runs here
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise ExportError("onnx", f"onnx.checker rejects the exported model: {blame.root_cause(e)}",
+                          "try --exporter legacy or another --opset") from None
+    meta = dict(job.metadata, exporter=exporter, opset=str(job.config.opset), parity="pending")
+    if values:
+        meta["node_values"] = json.dumps(values)
+    set_metadata(model, meta)
+    _save(model, job)
+    art = Artifact("onnx", job.path("onnx"), time.perf_counter() - start, notes, cap.summary(), exporter)
+    art.declared = declared
+    return art
+
+
+def _model(job: ExportJob, module: Any, notes: list[str], cap: Captured) -> tuple[onnx.ModelProto, str, dict]:
+    """The exported model, in memory: dynamo first (unless the config says legacy), else legacy."""
+    failure: _Failed | None = None
+    if job.config.exporter == "dynamo":
         try:
-            onnx.checker.check_model(model, full_check=True)
+            model, values = _dynamo(job, module, cap)
+            reason = _unusable(model, job)
+            if reason is None:
+                return model, "dynamo", values
+            notes.append(f"{reason}; used the legacy exporter instead")
+        except _Failed as f:
+            failure = f
+            notes.append(f"the dynamo exporter failed{blame.where(f.node)}: {f.cause}; used the legacy exporter instead")
+    try:
+        return _legacy(job, module, cap), "legacy", {}
+    except _Failed as f:
+        first = failure or f
+        also = f"; the legacy exporter: {f.cause}{blame.where(f.node)}" if failure is not None else ""
+        raise ExportError("onnx", f"{first.cause}{blame.where(first.node)}{also}",
+                          f"this op has no ONNX form at opset {job.config.opset}; try a higher --opset, another "
+                          "--exporter, or check the op against `specc ops`", first.loc) from None
+
+
+def _unusable(model: onnx.ModelProto, job: ExportJob) -> str | None:
+    got = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), job.config.opset)
+    if got != job.config.opset:
+        return f"the dynamo exporter cannot write opset {job.config.opset} (it wrote {got})"
+    fixed = static_dims(model, job.inputs)
+    return f"the dynamo exporter fixed dim(s) {', '.join(fixed)}" if fixed else None
+
+
+def _dynamo(job: ExportJob, module: Any, cap: Captured) -> tuple[onnx.ModelProto, dict]:
+    """torch.onnx.export(dynamo=True) of the job's shared torch.export program when there is one
+    (the same capture pt2 saves), else of the module, which lets torch.onnx try its own ways."""
+    source: Any = module
+    if module is job.module:
+        try:
+            source = to_pt2.program(job)
+        except ExportError:
+            source = module
+    with capture(job.on_step) as c, cached_registry():
+        try:
+            program = torch.onnx.export(source, tuple(job.example), None, dynamo=True,
+                                        dynamic_shapes=torch_dynamic_shapes(job.inputs, job.dims),
+                                        input_names=list(job.inputs), output_names=job.output_names,
+                                        opset_version=job.config.opset, verbose=False)
+            model = program.model_proto
         except Exception as e:
-            raise_if_io(e, path)
-            raise ExportError("onnx", f"onnx.checker rejects the exported model: {first_line(e)}",
-                              "try --exporter legacy or another --opset") from None
-        meta = dict(metadata, exporter=exporter, opset=str(opset), parity="pending")
-        if values:
-            meta["node_values"] = json.dumps(values)
-        set_metadata(model, meta)
+            raise_if_io(e, job.path("onnx"))
+            raise _Failed("dynamo", blame.root_cause(e), blame.culprit(e, module)) from None
+    cap.warnings += [w for w in c.warnings if not any(n in w for n in _OPSET_NOISE)]
+    return model, value_map(program, module)
+
+
+def _legacy(job: ExportJob, module: Any, cap: Captured) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    with capture(job.on_step, stdout_fd=True) as c:
+        try:
+            torch.onnx.export(module, tuple(job.example), buffer, dynamo=False, input_names=list(job.inputs),
+                              output_names=job.output_names, opset_version=job.config.opset,
+                              dynamic_axes=dynamic_axes(job.inputs, job.outputs))
+        except Exception as e:
+            raise_if_io(e, job.path("onnx"))
+            raise _Failed("legacy", blame.root_cause(e), blame.culprit(e, module) or _aten_node(e, module)) from None
+    cap.warnings += c.warnings
+    model = onnx.load_from_string(buffer.getvalue())
+    fixed = static_dims(model, job.inputs)
+    if fixed:
+        raise _Failed("legacy", f"the exported graph fixes dim(s) {', '.join(fixed)}: some op in the model "
+                      "specializes on the example size", None)
+    return model
+
+
+def _save(model: onnx.ModelProto, job: ExportJob) -> None:
+    path = job.path("onnx")
+    external = job.weight_bytes > EXTERNAL_DATA_BYTES
+    with staged(path) as tmp:
         onnx.save(model, str(tmp), save_as_external_data=external, location=path.name + ".data" if external else None)
-    from .capture import Captured
-    summary = Captured(warnings=warnings).summary()
-    return Artifact("onnx", path, time.perf_counter() - start, notes, summary, exporter)
 
 
-def _node_of(e: BaseException, module: torch.fx.GraphModule) -> str:
-    """' (node NAME at FILE:LINE:COL)' when the error names an aten op that a spec node lowers to."""
-    import re
+def _aten_node(e: BaseException, module: torch.fx.GraphModule) -> Any:
+    """The spec node whose op an error's `aten::NAME` names, when the traceback cannot tell."""
     m = re.search(r"aten::(\w+)", str(e))
     if not m:
-        return ""
+        return None
     from compiler.ops import snake
     for node in module.graph.nodes:
-        path = node.meta.get("specc_path")
-        if not path:
+        if not node.meta.get("specc_path"):
             continue
-        op = node.target if node.op != "call_module" else type(module.get_submodule(node.target)).__name__
-        name = snake(op) if isinstance(op, str) else getattr(op, "__name__", "")
-        if name == m.group(1):
-            return f" (node '{path}' at {node.meta.get('specc_loc')})"
-    return ""
+        op = type(module.get_submodule(node.target)).__name__ if node.op == "call_module" else node.target
+        if (snake(op) if isinstance(op, str) else getattr(op, "__name__", "")) == m.group(1):
+            return node
+    return None
 
 
-def static_dims(model: onnx.ModelProto, inputs: Mapping[str, InputDecl]) -> list[str]:
+def static_dims(model: onnx.ModelProto, inputs: Any) -> list[str]:
     """Symbolic dims that the exported graph's inputs hold as fixed numbers."""
     fixed = []
     by_name = {i.name: i for i in model.graph.input}
@@ -137,23 +186,13 @@ def value_map(program: Any, module: torch.fx.GraphModule) -> dict[str, str]:
     for node in graph.nodes:
         if node.op != "call_function":
             continue
-        origin = _root(node)
+        origin = blame.root(node)
         if origin in path_of:
             out[path_of[origin]] = node.name  # the last op of a node's decomposition holds its output
     return out
 
 
-def _root(node: Any) -> str | None:
-    chain = node.meta.get("from_node") or []
-    while chain:
-        first = chain[0]
-        if not getattr(first, "from_node", None):
-            return first.name
-        chain = first.from_node
-    return None
-
-
-def set_metadata(model: onnx.ModelProto, meta: Mapping[str, str]) -> None:
+def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
     keep = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
@@ -176,22 +215,20 @@ def record_verdict(path: Path, verdict: str) -> None:
         onnx.save(model, str(tmp))
 
 
-def session(path: Path, optimize: bool = True) -> Any:
+def session(path: Path, optimize: bool = True, options: Any = None) -> Any:
     try:
         import onnxruntime as ort
     except ImportError:
         raise ExportError("onnx", "onnxruntime is not installed, so the ONNX file cannot be checked",
                           "pip install onnxruntime") from None
-    opts = ort.SessionOptions()
+    opts = options or ort.SessionOptions()
     opts.log_severity_level = 3
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def load(path: Path) -> Callable[[list[torch.Tensor]], Any]:
-    """A fresh onnxruntime session over the file on disk."""
-    sess = session(path)
+def runner(sess: Any) -> Callable[[list[torch.Tensor]], Any]:
     names = [i.name for i in sess.get_inputs()]
 
     def run(xs: list[torch.Tensor]) -> Any:
@@ -200,6 +237,11 @@ def load(path: Path) -> Callable[[list[torch.Tensor]], Any]:
         return result[0] if len(result) == 1 else result
 
     return run
+
+
+def load(path: Path) -> Callable[[list[torch.Tensor]], Any]:
+    """A fresh onnxruntime session over the file on disk."""
+    return runner(session(path))
 
 
 def provider_info() -> dict[str, str]:

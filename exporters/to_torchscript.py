@@ -7,30 +7,33 @@ from typing import Any, Callable
 
 import torch
 
-from compiler.errors import first_line
-
+from . import blame
 from .artifact import Artifact, staged
 from .capture import capture
 from .errors import ExportError, raise_if_io
+from .job import ExportJob
 
 DEPRECATED = "TorchScript is deprecated in PyTorch 2.x; prefer pt2 or onnx for new deployments"
 
 
-def export(module: torch.nn.Module, example: list[torch.Tensor], path: Path) -> Artifact:
+def export(job: ExportJob) -> Artifact:
     start = time.perf_counter()
+    path = job.path("torchscript")
     notes = [DEPRECATED]
     with capture() as cap:
         try:
-            scripted = torch.jit.script(module)
+            scripted = torch.jit.script(job.module)
             method = "script"
         except Exception as e:  # TorchScript rejects many Python constructs
-            reason = first_line(e, 200)
+            reason = blame.root_cause(e, 200)
             try:
-                scripted = torch.jit.trace(module, tuple(example), check_trace=False)
+                scripted = torch.jit.trace(job.module, tuple(job.example), check_trace=False)
             except Exception as e2:
                 raise_if_io(e2, path)
-                raise ExportError("torchscript", f"neither script nor trace worked: {first_line(e2, 200)}",
-                                  "export pt2 or onnx instead") from None
+                node = blame.culprit(e2, job.module)
+                raise ExportError("torchscript", f"neither script nor trace worked: {blame.root_cause(e2, 200)}"
+                                  f"{blame.where(node)}", "export pt2 or onnx instead",
+                                  node.meta.get("specc_loc") if node is not None else None) from None
             method = "trace"
             notes.append(f"scripting failed ({reason}); traced instead")
         with staged(path) as tmp:
@@ -39,11 +42,13 @@ def export(module: torch.nn.Module, example: list[torch.Tensor], path: Path) -> 
     return Artifact("torchscript", path, time.perf_counter() - start, notes, cap.summary(), method)
 
 
-def load(path: Path) -> Callable[[list[torch.Tensor]], Any]:
-    module = torch.jit.load(str(path), map_location="cpu")
-    module.train(False)  # eval mode
-    return lambda xs: module(*xs)
-
-
 def loaded_module(path: Path) -> Any:
-    return torch.jit.load(str(path), map_location="cpu")
+    with capture():
+        module = torch.jit.load(str(path), map_location="cpu")
+    module.train(False)  # eval mode
+    return module
+
+
+def load(path: Path) -> Callable[[list[torch.Tensor]], Any]:
+    module = loaded_module(path)
+    return lambda xs: module(*xs)

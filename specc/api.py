@@ -23,8 +23,8 @@ def build(source: Any, params: Any = None, *, weights: Any = None, weights_map: 
 
     >>> model = specc.build("specs/mlp2_zigzag.yaml", {"hidden": 64})
     """
-    from .building import compile_with
-    return compile_with(source, params, weights, weights_map).module
+    from .building import Import, compile_with
+    return compile_with(source, params, Import.of(weights, weights_map)).module
 
 
 def compiled(source: Any, params: Any = None) -> Any:
@@ -53,11 +53,11 @@ def write_graph(compiled_: Any, path: str | os.PathLike) -> Any:
     return _write(compiled_, path)
 
 
-def build_run(source: Any, params: Any = None, out: str | os.PathLike | None = None, force: bool = False,
-              origin: str | None = None, weights: Any = None, weights_map: Iterable[str] = ()) -> Any:
+def build_run(source: Any, params: Any = None, out: str | os.PathLike | None = None, *, force: bool = False,
+              weights: Any = None, weights_map: Iterable[str] = ()) -> Any:
     """`specc build`: compile, then write the run folder; returns a `BuildResult` (compiled, run_dir)."""
-    from .building import build_run as _build_run
-    return _build_run(source, params, out, force, origin, weights, weights_map)
+    from .building import Import, build_run as _build_run
+    return _build_run(source, params, out, force, imported=Import.of(weights, weights_map))
 
 
 def train(target: Any = None, params: Any = None, **options: Any) -> Any:
@@ -71,10 +71,14 @@ def train(target: Any = None, params: Any = None, **options: Any) -> Any:
 
 
 def export(target: Any = None, formats: Any = None, **options: Any) -> Any:
-    """Export a run to each format and check parity (DESIGN §4); returns a `ParityReport`.
+    """Export a run to each format and check parity (DESIGN §4); returns a `ParityReport`. Without
+    formats: the spec's `export.formats` (default onnx, torchscript, pt2). Options: opset, atol,
+    rtol, exporter, verify, latency, quantize ("int8"), fp16, optimize ("O1"/"O2"/"O3"), max_drop,
+    out (a function that prints a line).
 
     >>> report = specc.export("runs/seed-transformer-encoder", formats=("onnx",))
     >>> report.passed
+    >>> specc.export("runs/blobs", ("onnx",), quantize="int8").checks[-1].metric
     """
     from .exporting import export as _export
     return _export(target, formats, **options)
@@ -86,5 +90,21 @@ def diff(a: Any, b: Any, params_a: Any = None, params_b: Any = None) -> dict:
     return _diff(a, b, params_a, params_b)
 
 
+def predict(target: Any = None, data: Any = None, onnx: bool = False, batch_size: int = 256) -> Any:
+    """A trained run's predictions for new data (`specc predict`); `.rows`, `.header`, `.csv()`.
+
+    >>> specc.predict("runs/house", "new.csv").rows
+    """
+    from .predict import predict as _predict
+    return _predict(target, data, onnx=onnx, batch_size=batch_size)
+
+
+def generate(target: Any = None, prompt: str = "", tokens: int = 100, temperature: float = 1.0,
+             top_k: int | None = None, seed: int = 0) -> str:
+    """Text sampled from a language-model run (`specc generate`), reproducible for a seed."""
+    from .generate import generate as _generate
+    return _generate(target, prompt, tokens, temperature, top_k, seed)
+
+
 __all__ = ["Spec", "load", "build", "compiled", "compiled_run", "build_run", "emit_python", "write_graph", "train",
-           "export", "diff"]
+           "export", "diff", "predict", "generate"]

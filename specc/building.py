@@ -19,29 +19,44 @@ class BuildResult:
     run_dir: Path
 
 
-def compile_with(source: Any, params: Any = None, weights_file: Any = None,
-                 weights_map: Iterable[str] = ()) -> Compiled:
-    """Load and compile (weights seeded by `train.seed`); with `weights_file`, load it strictly."""
+@dataclass(frozen=True)
+class Import:
+    """`--weights FILE` with its `--weights-map` rules."""
+
+    file: Any = None
+    rules: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, file: Any, rules: Iterable[str] = ()) -> "Import":
+        rules = tuple(rules or ())
+        if file is None and rules:
+            raise SpecError.at(file_loc("--weights-map"), "--weights-map renames the keys of --weights",
+                               "add --weights FILE")
+        return cls(file, rules)
+
+
+def compile_with(source: Any, params: Any = None, imported: Import = Import()) -> Compiled:
+    """Load and compile (weights seeded by `train.seed`); with an import, load its file strictly."""
     compiled = compile_spec(runs.load(source, params))
-    if weights_file is not None:
-        state = weights.rename(weights.read(weights_file), list(weights_map))
-        weights.load_strict(compiled.module, state, weights_file, weights.aliases(compiled.module))
-    elif weights_map:
-        raise SpecError.at(file_loc("--weights-map"), "--weights-map renames the keys of --weights", "add --weights FILE")
+    if imported.file is not None:
+        state = weights.rename(weights.read(imported.file), imported.rules)
+        weights.load_strict(compiled.module, state, imported.file, weights.aliases(compiled.module))
     return compiled
 
 
 def build_run(source: Any, params: Any = None, out: str | os.PathLike | None = None, force: bool = False,
-              origin: str | None = None, weights_file: Any = None, weights_map: Iterable[str] = ()) -> BuildResult:
+              origin: str | None = None, imported: Import = Import()) -> BuildResult:
     """Compile, then write the run folder (spec.yaml, summary.json, model.safetensors)."""
-    compiled = compile_with(source, params, weights_file, weights_map)
+    compiled = compile_with(source, params, imported)
+    from .training.targets import check
+    check(compiled.spec, compiled.typed)  # an output that cannot meet its target is an error now, not in train
     from specc import __version__
     run_dir = Path(out) if out is not None else runs.RUNS / compiled.spec.name
     runs.check_overwrite(run_dir, force)
     origin = origin if origin is not None else runs.origin_of(source)
     summary = dict(compiled.summary, specc_version=__version__, source=origin)
-    if weights_file is not None:
-        summary["weights"] = {"imported": str(weights_file), "map": list(weights_map)}
+    if imported.file is not None:
+        summary["weights"] = {"imported": str(imported.file), "map": list(imported.rules)}
     runs.write_build(run_dir, runs.resolved_yaml(compiled.spec, origin), summary, weights.state_bytes(compiled.module),
                      force)
     return BuildResult(compiled, run_dir)

@@ -113,7 +113,7 @@ def build(
         if api.is_run(spec) and not (set_ or out or force or weights):  # a run: use it as it is
             compiled, where = api.compiled_run(spec), None
         else:
-            result = api.build_run(spec, set_, out, force, weights=weights, weights_map=weights_map or ())
+            result = api.build_run(spec, set_, out, force=force, weights=weights, weights_map=weights_map or ())
             compiled, where = result.compiled, result.run_dir
         if not quiet:
             console().print(summary_table(compiled.summary))
@@ -162,7 +162,8 @@ def train(
     _guard(run)
 
 
-@app.command(epilog="Examples: specc export --onnx   specc export runs/x --all --atol 1e-4   specc export --verify")
+@app.command(epilog="Examples: specc export --onnx   specc export runs/x --all --atol 1e-4   specc export --verify   "
+             "specc export --onnx --quantize int8 --max-drop 0.5")
 def export(
     target: Annotated[Optional[str], typer.Argument(help="A run folder or a spec file (default: the latest run).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="ONNX, checked in onnxruntime.")] = False,
@@ -174,6 +175,10 @@ def export(
     atol: Annotated[Optional[float], typer.Option("--atol", help="Absolute tolerance (default 1e-5).")] = None,
     rtol: Annotated[Optional[float], typer.Option("--rtol", help="Relative tolerance (default 1e-4).")] = None,
     exporter: Annotated[Optional[str], typer.Option("--exporter", help="ONNX exporter: dynamo (default) or legacy.")] = None,
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="Also write export/model.int8.onnx (dynamic int8), checked on the task metric.")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also write export/model.fp16.onnx, checked on the task metric.")] = False,
+    optimize: Annotated[Optional[str], typer.Option("--optimize", help="Also save onnxruntime's optimized graph: O1, O2 or O3.")] = None,
+    max_drop: Annotated[float, typer.Option("--max-drop", help="Largest metric drop a variant may show: accuracy points, or percent relative error.")] = 1.0,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Exit 0 even if parity fails.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Re-check the artifacts already in RUN/export.")] = False,
     quiet: Quiet = False,
@@ -182,23 +187,65 @@ def export(
 
     def run() -> int:
         from . import api
-        from .exporting import print_report
+        from .exporting import error_lines, print_report
         chosen = [f for f, on in (("onnx", onnx), ("torchscript", torchscript), ("pt2", pt2), ("compile", compile_))
                   if on or all_]
         rep = api.export(target, chosen or None, opset=opset, atol=atol, rtol=rtol, exporter=exporter, verify=verify,
-                         out=_say(quiet))
+                         quantize=quantize, fp16=fp16, optimize=optimize, max_drop=max_drop, out=_say(quiet))
         if not quiet:
             print_report(rep)
+        for line in error_lines(rep):
+            print(line, file=sys.stderr)
         if rep.errors:
-            for e in rep.errors:
-                print(f"error: {e['format']}: {e['message']}\nhint: {e['hint']}", file=sys.stderr)
             return 2
         if not rep.passed:
             print("error: parity failed (see export/parity.json); pass --allow-mismatch to accept it", file=sys.stderr)
             return 0 if allow_mismatch else 1
         if not quiet:
-            print(f"parity passed: {len(rep.checks)} checks within atol {rep.atol:g}, rtol {rep.rtol:g}")
+            print(f"parity passed: {len(rep.checks)} checks within atol {rep.atol:g}, rtol {rep.rtol:g}"
+                  + (", declared shapes as the spec's" if rep.declared_shapes else ""))
         return 0
+
+    _guard(run)
+
+
+@app.command(epilog="Examples: specc predict --data new.csv   specc predict runs/pets --data photos/ --out pets.csv --onnx")
+def predict(
+    target: Annotated[Optional[str], typer.Argument(help="A trained run folder (default: the latest run).")] = None,
+    data: Annotated[Path, typer.Option("--data", help="A csv/npz with the spec's features, an image folder, or a text file.")] = ...,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the CSV here (default: stdout).")] = None,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Run export/model.onnx in onnxruntime instead of torch.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per forward pass.")] = 256,
+) -> None:
+    """Run a trained model on new data with the run's normalization; CSV out."""
+
+    def run() -> None:
+        from . import api
+        result = api.predict(target, data, onnx=onnx, batch_size=batch_size)
+        if out is None:
+            sys.stdout.write(result.csv())
+            return
+        from .fsutil import atomic_write_text
+        atomic_write_text(out, result.csv())
+        print(f"wrote {out} ({len(result.rows)} rows)", file=sys.stderr)
+
+    _guard(run)
+
+
+@app.command(epilog="Example: specc generate runs/tiny-shakespeare --prompt 'ROMEO:' --tokens 200 --top-k 40")
+def generate(
+    target: Annotated[Optional[str], typer.Argument(help="A language-model run (default: the latest run).")] = None,
+    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue (token ids for a tokens: run).")] = "\n",
+    tokens: Annotated[int, typer.Option("--tokens", help="How many tokens to sample.")] = 100,
+    temperature: Annotated[float, typer.Option("--temperature", help="Below 1: surer; above 1: more varied.")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample from the k likeliest tokens only.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="The same seed and prompt give the same text.")] = 0,
+) -> None:
+    """Sample from a language-model run, seeded and reproducible."""
+
+    def run() -> None:
+        from . import api
+        print(api.generate(target, prompt, tokens=tokens, temperature=temperature, top_k=top_k, seed=seed))
 
     _guard(run)
 

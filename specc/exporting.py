@@ -2,27 +2,63 @@
 
     report = specc.export("runs/seed-transformer-encoder", formats=("onnx", "pt2"))
     report.passed
+    report = specc.export("runs/blobs", ("onnx",), quantize="int8")   # + export/model.int8.onnx
+
+The pipeline reads top to bottom in `export`: the run's model becomes an `ExportJob`; each format is
+produced and reloaded from disk; parity runs at every size (values, declared shapes); deployment
+variants are checked on the task metric; the reports are written. Torch's and the exporters' own
+warnings go to parity.md, not the console.
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-
-from compiler.errors import SpecError, file_loc, first_line
+from compiler.errors import Diagnostic, SpecError, file_loc, first_line
 from compiler.export_section import FORMATS, ExportConfig
 from exporters import compiled as compile_check
-from exporters import locate, parity, report as reports, to_onnx, to_pt2, to_torchscript
+from exporters import locate, parity, report as reports, rewrite, to_onnx, to_pt2, to_torchscript, variants
 from exporters.artifact import Artifact
+from exporters.capture import capture
+from exporters.declared import DeclaredShapes, onnx_shapes, pt2_shapes
 from exporters.errors import ExportError
-from exporters.inputs import example_inputs, make_inputs, size_grid
+from exporters.inputs import corners, make_inputs, size_grid
+from exporters.job import ExportJob
 
 from . import __version__, runs
 from .building import compile_run
 from .fsutil import atomic_write_text
 
 FILES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
+EXPORTERS = {"onnx": to_onnx.export, "pt2": to_pt2.export, "torchscript": to_torchscript.export}
+LOADERS = {"onnx": to_onnx.load, "pt2": to_pt2.load, "torchscript": to_torchscript.load}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """The command line's side of an export (DESIGN §5); None keeps the spec's `export:` value."""
+
+    opset: int | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    exporter: str | None = None
+    verify: bool = False  # re-check the files already in export/
+    latency: bool = True
+    quantize: str | None = None  # int8
+    fp16: bool = False
+    optimize: str | None = None  # O1 | O2 | O3
+    max_drop: float = 1.0  # accuracy points, or percent relative error
+
+    def variants(self) -> list[str]:
+        if self.quantize is not None and self.quantize != "int8":
+            raise SpecError.at(file_loc("--quantize"), f"unknown quantization {self.quantize!r}", "--quantize int8")
+        if self.optimize is not None and self.optimize not in variants.LEVELS:
+            raise SpecError.at(file_loc("--optimize"), f"unknown optimization level {self.optimize!r}", "O1, O2 or O3")
+        if self.max_drop < 0:
+            raise SpecError.at(file_loc("--max-drop"), f"--max-drop must be ≥ 0, got {self.max_drop}", "--max-drop 1")
+        return [v for v, on in (("int8", self.quantize), ("fp16", self.fp16), (self.optimize, self.optimize)) if on]
 
 
 def _run_dir(target: Any) -> Path:
@@ -35,99 +71,217 @@ def _run_dir(target: Any) -> Path:
     return run_dir
 
 
-def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = None, *, opset: int | None = None,
-           atol: float | None = None, rtol: float | None = None, exporter: str | None = None,
-           verify: bool = False, latency: bool = True, out: Callable[[str], None] | None = None) -> parity.ParityReport:
-    """Export a run (or a spec's run), check every artifact against the eager model, write the reports."""
+def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = None, *,
+           out: Callable[[str], None] | None = None, **options: Any) -> parity.ParityReport:
+    """Export a run (or a spec's run), check every artifact against the eager model, write the reports.
+    `options` are `ExportOptions` fields: opset, atol, rtol, exporter, verify, latency, quantize,
+    fp16, optimize, max_drop."""
+    opts = ExportOptions(**options)
     say = out or (lambda s: print(s, flush=True))
     run_dir = _run_dir(target)
     compiled = compile_run(run_dir)
-    spec = compiled.spec
-    cfg = spec.export.override(opset=opset, atol=atol, rtol=rtol, exporter=exporter)
+    cfg = compiled.spec.export.override(opset=opts.opset, atol=opts.atol, rtol=opts.rtol, exporter=opts.exporter)
+    wanted = opts.variants()
+    chosen = _formats(formats, cfg, wanted, say)
+    _check_plugin_formats(compiled, chosen)
+    trained = runs.is_trained(run_dir)
+    if not trained:
+        say(f"note: {run_dir} was never trained; exporting its initial weights")
+    session = _Session(_job(compiled, cfg, run_dir), opts, say)
+    with capture(stdout=False) as quiet:  # torch's warnings go to parity.md, not the console
+        session.produce(chosen)
+        rep = session.check(trained)
+        if wanted and "onnx" in session.runners:
+            session.variants(rep, wanted, _validation(compiled, say))
+        rep.passed = parity.verdict(rep.checks, rep.declared_shapes, rep.errors)
+        if opts.latency and session.runners:
+            session.measure(rep)
+    if quiet.summary():
+        rep.warnings["export"] = quiet.summary()
+    _write_reports(rep, session.job.export_dir, compiled.spec.name, "onnx" in session.runners)
+    return rep
+
+
+def _formats(formats: Any, cfg: ExportConfig, wanted: list[str], say: Callable[[str], None]) -> tuple[str, ...]:
     chosen = tuple(formats) if formats else cfg.formats
     for f in chosen:
         if f not in FORMATS:
             raise SpecError.at(file_loc("--format"), f"unknown format {f!r}", f"formats: {', '.join(FORMATS)}")
-    module = compiled.module
+    if wanted and "onnx" not in chosen:
+        say(f"note: {', '.join(wanted)} {'is a variant' if len(wanted) == 1 else 'are variants'} of the ONNX file: "
+            "exporting onnx too")
+        chosen = ("onnx",) + chosen
+    return chosen
+
+
+def _job(compiled: Any, cfg: ExportConfig, run_dir: Path) -> ExportJob:
+    spec, typed, module = compiled.spec, compiled.typed, compiled.module
     module.train(False)  # eval mode
-    trained = runs.is_trained(run_dir)
-    if not trained:
-        say(f"note: {run_dir} was never trained; exporting its initial weights")
-    _check_plugin_formats(compiled, chosen)
-    inputs = spec.inputs
-    output_names = list(module.specc_output_names)
-    output_shapes = {name: compiled.typed.shape_of(v) for name, v in compiled.typed.graph.outputs}
-    example = example_inputs(inputs, cfg.seed)
-    export_dir = run_dir / "export"
-    artifacts: list[Artifact] = []
-    runners: dict[str, parity.Runner] = {}
-    errors: list[ExportError] = []
-    for fmt in chosen:
-        try:
-            art, runner = _produce(fmt, module, example, spec, cfg, compiled, output_names, output_shapes,
-                                   export_dir, verify, say)
-        except ExportError as e:
-            errors.append(e)
-            say(f"{fmt:<12} failed (see below)")
-            continue
-        artifacts.append(art)
-        runners[fmt] = runner
-        if not verify:
-            say(art.line())
+    notes = rewrite.nameable_targets(module)  # a call fx cannot name would fail in every format, eager too
+    shapes = {path: info.shape for path, info in typed.info.items()}
+    outputs = {name: typed.shape_of(v) for name, v in typed.graph.outputs}
+    meta = {"spec_hash": spec.hash, "version": __version__, "spec_name": spec.name}
+    job = ExportJob(module, spec.inputs, outputs, run_dir / "export", cfg, typed.dims, meta, shapes, typed.bytes,
+                    _onnx_step)
+    job.cache["notes"] = notes
+    return job
+
+
+class _Session:
+    """One export's state: the job, what each format produced, and how to run it."""
+
+    def __init__(self, job: ExportJob, opts: ExportOptions, say: Callable[[str], None]):
+        self.job, self.opts, self.say = job, opts, say
+        self.artifacts: list[Artifact] = []
+        self.runners: dict[str, parity.Runner] = {}
+        self.errors: list[ExportError] = []
+
+    def produce(self, chosen: tuple[str, ...]) -> None:
+        for fmt in chosen:
+            try:
+                art, runner = self._one(fmt)
+            except ExportError as e:
+                self.errors.append(e)
+                self.say(f"{fmt:<12} failed (see below)")
+                continue
+            self.artifacts.append(art)
+            self.runners[fmt] = runner
+            self._tell(art)
+
+    def _tell(self, art: Artifact) -> None:
+        if not self.opts.verify:
+            self.say(art.line())
         for note in art.notes:
-            say(f"             note: {note}")
-        if art.warnings:
-            say(f"             {art.warnings}")
-    grid = size_grid(inputs, cfg.dims)
-    checks = parity.run_checks(module, inputs, output_names, runners, grid, cfg.atol, cfg.rtol, cfg.seed)
-    # honest: at least one check, every check passed, and no format failed to be produced
-    passed = bool(checks) and all(c.passed for c in checks) and not errors
-    rep = parity.ParityReport(passed, checks, cfg.atol, cfg.rtol, trained=trained)
-    rep.artifacts = [{"format": a.format, "path": str(a.path) if a.path else None, "seconds": round(a.seconds, 3),
-                      "megabytes": round(a.megabytes, 3), "method": a.method, "notes": a.notes,
-                      "warnings": a.warnings} for a in artifacts]
-    rep.errors = [{"format": e.format, "message": e.message, "hint": e.hint} for e in errors]
-    rep.environment = parity.environment(cfg.opset, dict(to_onnx.provider_info(), specc=__version__,
-                                                         spec_hash=spec.hash))
-    if latency and runners:
-        timed = {"eager": lambda xs: module(*xs)}
-        timed.update({k: v for k, v in runners.items() if k in ("onnx", "pt2")})
-        rep.latency_ms = parity.latency(inputs, timed, _latency_sizes(grid))
-    if "compile" in runners:
-        xs = make_inputs(inputs, grid[-1], cfg.seed)
-        rep.compile_speedup = round(compile_check.speed_ratio(lambda: module(*xs), lambda: runners["compile"](xs)), 3)
-    if any(not c.passed for c in checks):
-        rep.divergence = _divergence(rep, module, inputs, cfg, export_dir)
-    _write_reports(rep, export_dir, spec.name, "onnx" in runners)
-    return rep
+            self.say(f"             note: {note}")
+        d = art.declared
+        if d is not None and (d.repaired or not d.passed):
+            what = "; ".join(d.problems()) or "repaired from the spec: " + ", ".join(
+                f"{v.kind} '{v.name}' {v.declared} -> {v.expected}" for v in d.values if v.repaired)
+            self.say(f"             declared shapes: {what}")
+
+    def _one(self, fmt: str) -> tuple[Artifact, parity.Runner]:
+        if fmt == "compile":
+            return compile_check.compile_module(self.job)
+        path = self.job.path(fmt)
+        if self.opts.verify:
+            art = _found(fmt, path)
+        else:
+            art = EXPORTERS[fmt](self.job)
+            if fmt == "onnx":
+                art.notes[:0] = self.job.cache.get("notes", [])
+        try:
+            runner = LOADERS[fmt](path)
+        except ExportError:
+            raise
+        except Exception as e:
+            raise ExportError(fmt, f"{path} cannot be loaded: {first_line(e, 200)}", "export it again") from None
+        if self.opts.verify:
+            art.declared = _declared_on_disk(fmt, path, self.job)
+        return art, runner
+
+    def check(self, trained: bool) -> parity.ParityReport:
+        job = self.job
+        grid = size_grid(job.inputs, job.config.dims, job.dims)
+        checks = parity.run_checks(job, self.runners, grid)
+        declared = [a.declared.as_dict() for a in self.artifacts if a.declared is not None]
+        rep = parity.ParityReport(False, checks, job.config.atol, job.config.rtol, declared, trained=trained)
+        rep.artifacts = [_artifact_row(a) for a in self.artifacts]
+        rep.errors = [e.as_dict() for e in self.errors]
+        rep.failures = self.errors  # the exceptions, for the command line's located messages
+        rep.warnings = {a.format: a.warnings for a in self.artifacts if a.warnings}
+        rep.environment = parity.environment(job.config.opset, dict(to_onnx.provider_info(), specc=__version__,
+                                                                    spec_hash=job.metadata.get("spec_hash", "")))
+        if any(not c.passed for c in checks):
+            rep.divergence = _divergence(rep, job)
+        return rep
+
+    def variants(self, rep: parity.ParityReport, wanted: list[str], validation: Any) -> None:
+        data, why = validation
+        if data is None:
+            rep.notes.append(f"{why}: the variants are compared with fp32 on seeded inputs instead of a task metric")
+            self.say(f"note: {why}; the variants are compared with fp32 on seeded inputs (relative error), not "
+                     "on a task metric")
+        for v in wanted:
+            try:
+                art = _found(variants.variant_format(v), variants.path(self.job, v)) if self.opts.verify \
+                    else variants.produce(v, self.job)
+                c = variants.check(v, art, self.job, data, self.opts.max_drop)
+            except ExportError as e:
+                self.errors.append(e)
+                rep.errors.append(e.as_dict())
+                self.say(f"{variants.variant_format(v):<12} failed (see below)")
+                continue
+            self._tell(art)
+            rep.checks.append(c)
+            rep.artifacts.append(_artifact_row(art))
+            if art.warnings:
+                rep.warnings[art.format] = art.warnings
+
+    def measure(self, rep: parity.ParityReport) -> None:
+        job = self.job
+        timed = {"eager": lambda xs: job.module(*xs)}
+        timed.update({k: v for k, v in self.runners.items() if k in ("onnx", "pt2")})
+        grid = size_grid(job.inputs, job.config.dims, job.dims)
+        rep.latency_ms = parity.latency(job.inputs, timed, corners(grid))
+        if "compile" in self.runners:
+            xs = make_inputs(job.inputs, grid[-1], job.config.seed)
+            rep.compile_speedup = round(compile_check.speed_ratio(lambda: job.module(*xs),
+                                                                  lambda: self.runners["compile"](xs)), 3)
 
 
-def _produce(fmt: str, module: Any, example: list, spec: Any, cfg: ExportConfig, compiled: Any,
-             output_names: list[str], output_shapes: dict, export_dir: Path, verify: bool,
-             say: Callable[[str], None]) -> tuple[Artifact, parity.Runner]:
-    if fmt == "compile":
-        return compile_check.compile_module(module, example)
-    path = export_dir / FILES[fmt]
-    if verify:
-        if not path.is_file():
-            raise ExportError(fmt, f"{path} does not exist", "export it first: specc export --" + fmt)
-        art = Artifact(fmt, path, 0.0, ["verified as found on disk"], "", "verify")
-    elif fmt == "onnx":
-        meta = {"spec_hash": spec.hash, "version": __version__, "spec_name": spec.name}
-        art = to_onnx.export(module, example, spec.inputs, output_names, output_shapes, path, cfg.opset,
-                             cfg.exporter, meta, compiled.typed.bytes, on_step=_onnx_step)
-    elif fmt == "pt2":
-        art = to_pt2.export(module, example, spec.inputs, path)
-    else:
-        art = to_torchscript.export(module, example, path)
-    loader = {"onnx": to_onnx.load, "pt2": to_pt2.load, "torchscript": to_torchscript.load}[fmt]
+def _found(fmt: str, path: Path) -> Artifact:
+    if not path.is_file():
+        flag = "--" + fmt if fmt in FILES else "the variant's flag"
+        raise ExportError(fmt, f"{path} does not exist", f"export it first: specc export {flag}")
+    return Artifact(fmt, path, 0.0, ["verified as found on disk"], "", "verify")
+
+
+def _declared_on_disk(fmt: str, path: Path, job: ExportJob) -> DeclaredShapes | None:
+    """--verify: the file's own declarations, checked without repairing anything."""
+    if fmt == "pt2":
+        return pt2_shapes(to_pt2.load_program(path), job)
+    if fmt != "onnx":
+        return None
+    import onnx
+    d = onnx_shapes(onnx.load(str(path), load_external_data=False), job.inputs, job.outputs)
+    for v in d.values:
+        if v.repaired:
+            v.repaired, v.passed = False, False
+            v.problem = f"{v.kind} '{v.name}' is declared {v.declared} in the file, the spec has {v.expected}"
+    return d
+
+
+def _artifact_row(a: Artifact) -> dict[str, Any]:
+    return {"format": a.format, "path": str(a.path) if a.path else None, "seconds": round(a.seconds, 3),
+            "megabytes": round(a.megabytes, 3), "method": a.method, "notes": a.notes}
+
+
+def _validation(compiled: Any, say: Callable[[str], None]) -> tuple[Any, str]:
+    """The run's validation split for the task metric, or (None, why there is none). Read only."""
+    spec = compiled.spec
+    if spec.train is None:
+        return None, "the spec has no train section"
+    if not spec.train.data.val_split:
+        return None, "the train section has no validation split (val_split: 0)"
+    import torch
+
+    from .training import targets
+    from .training.data import load_data
+    cfg = spec.train
     try:
-        return art, loader(path)
-    except ExportError:
-        raise
-    except Exception as e:
-        raise ExportError(fmt, f"{path} cannot be loaded: {first_line(e, 200)}",
-                          "export it again") from None
+        layout = targets.layout(spec, compiled.typed, cfg)
+        data = load_data(cfg.data, spec, layout.task, layout.classes, cfg.seed)
+    except SpecError as e:
+        return None, f"the validation data cannot be read ({first_line(e, 200)})"
+    if layout.target is None:
+        layout = targets.layout(spec, compiled.typed, cfg, data.target_shape)
+    if data.val is None:
+        return None, "the data has no validation split"
+    n = min(len(data.val), variants.MAX_SAMPLES)
+    xs, y = zip(*data.val.batches(torch.arange(n), 512, torch.device("cpu")))
+    inputs = [torch.cat([b[i] for b in xs]) for i in range(len(xs[0]))]
+    source = f"validation split of {cfg.data.source} data, {n} samples, normalized as in training"
+    return variants.Validation(inputs, torch.cat(list(y)), layout.task, layout.class_dim, source), ""
 
 
 def _onnx_step(step: str) -> None:
@@ -150,22 +304,12 @@ def _check_plugin_formats(compiled: Any, formats: tuple[str, ...]) -> None:
     c.raise_if_any()
 
 
-def _latency_sizes(grid: list[dict[str, int]]) -> list[dict[str, int]]:
-    if not grid or not grid[0]:
-        return grid[:1]
-    key = "batch" if "batch" in grid[0] else next(iter(grid[0]))
-    lo = min(grid, key=lambda s: s[key])
-    hi = max(grid, key=lambda s: s[key])
-    return [lo] if lo == hi else [lo, hi]
-
-
-def _divergence(rep: parity.ParityReport, module: Any, inputs: Any, cfg: ExportConfig,
-                export_dir: Path) -> dict[str, Any] | None:
+def _divergence(rep: parity.ParityReport, job: ExportJob) -> dict[str, Any] | None:
     failing = next(c for c in rep.checks if not c.passed)
-    path = export_dir / FILES[failing.format] if failing.format in FILES else None
-    xs = make_inputs(inputs, failing.sizes, cfg.seed)
+    path = job.path(failing.format) if failing.format in FILES else None
+    xs = make_inputs(job.inputs, failing.sizes, job.config.seed)
     try:
-        found = locate.first_divergence(failing.format, path, module, xs, cfg.atol, cfg.rtol)
+        found = locate.first_divergence(failing.format, path, job.module, xs, job.config.atol, job.config.rtol)
     except Exception as e:  # the search is a diagnosis aid: its failure must not hide the verdict
         return {"format": failing.format, "node": "?", "op": "?", "location": "", "file": "", "line": 0,
                 "how": f"could not compare intermediate outputs: {first_line(e, 200)}", "max_abs_err": 0.0}
@@ -181,11 +325,36 @@ def _write_reports(rep: parity.ParityReport, export_dir: Path, name: str, has_on
     atomic_write_text(export_dir / "parity.md", reports.to_markdown(rep, name))
     onnx_path = export_dir / FILES["onnx"]
     if has_onnx and onnx_path.is_file():
-        to_onnx.record_verdict(onnx_path, "passed" if all(c.passed for c in rep.checks if c.format == "onnx") else "failed")
+        ok = all(c.passed for c in rep.checks if c.format == "onnx") and \
+            all(d["passed"] for d in rep.declared_shapes if d["format"] == "onnx")
+        to_onnx.record_verdict(onnx_path, "passed" if ok else "failed")
+    for c in rep.checks:
+        if c.kind == "metric":
+            v = c.format.split("-", 1)[1]
+            if (export_dir / variants.FILES[v]).is_file():
+                to_onnx.record_verdict(export_dir / variants.FILES[v], "passed" if c.passed else "failed")
+
+
+def error_lines(rep: parity.ParityReport) -> list[str]:
+    """What the command line prints to stderr: each format that failed (at its spec node when known),
+    then each declared-shape and metric check that failed."""
+    lines = []
+    for e in getattr(rep, "failures", []):
+        text = f"{e.format}: {e.message}"
+        lines.append(Diagnostic.at(e.loc, text, e.hint).format() if e.loc is not None
+                     else f"error: {text}" + (f"\nhint: {e.hint}" if e.hint else ""))
+    for d in rep.declared_shapes:
+        lines += [f"error: {d['format']}: declared shapes: {v['problem']}" for v in d["values"] if not v["passed"]]
+    for c in rep.checks:
+        if c.kind == "metric" and not c.passed:
+            m = c.metric or {}
+            lines.append(f"error: {c.format}: {m.get('name')} {m.get('reference')} -> {m.get('quantized')} "
+                         f"({m.get('drop')} {m.get('unit')} worse), more than --max-drop {m.get('max_drop')}")
+    return lines
 
 
 def print_report(rep: parity.ParityReport) -> None:
-    """The console table: one row per format and size."""
+    """The console tables: one row per format and size, then the deployment variants."""
     from rich.table import Table
     from rich.text import Text
 
@@ -194,13 +363,16 @@ def print_report(rep: parity.ParityReport) -> None:
     for col in ("format", "sizes", "max abs err", "max rel err", "out of tol", "NaN/Inf", "verdict"):
         table.add_column(col, justify="right" if "err" in col or col == "out of tol" else "left")
     for c in rep.checks:
-        table.add_row(c.format, Text(", ".join(f"{k}={v}" for k, v in c.sizes.items()) or "fixed"),
-                      f"{c.max_abs_err:.2e}", f"{c.max_rel_err:.2e}", f"{c.out_of_tolerance:.2%}", f"{c.nan}/{c.inf}",
-                      Text("pass", style="green") if c.passed else Text("FAIL" + (f" ({c.error})" if c.error else ""),
-                                                                        style="bold red"))
+        if c.kind != "values":
+            continue
+        table.add_row(c.format, Text(parity.label(c.sizes)), f"{c.max_abs_err:.2e}", f"{c.max_rel_err:.2e}",
+                      f"{c.out_of_tolerance:.2%}", f"{c.nan}/{c.inf}", _verdict(c.passed, c.error))
     con = console()
-    if rep.checks:
+    if any(c.kind == "values" for c in rep.checks):
         con.print(table)
+    metric = [c for c in rep.checks if c.kind == "metric"]
+    if metric:
+        con.print(_variants_table(metric))
     if rep.latency_ms:
         parts = [f"{k} " + ", ".join(f"{s}: {v:.2f} ms" for s, v in d.items()) for k, d in rep.latency_ms.items()]
         con.print(Text("latency: " + " | ".join(parts)))
@@ -209,3 +381,22 @@ def print_report(rep: parity.ParityReport) -> None:
     if rep.divergence:
         d = rep.divergence
         con.print(Text(f"first diverging node: {d['node']} ({d['op']}) at {d['location']}: {d['how']}"))
+
+
+def _verdict(passed: bool, error: str = "") -> Any:
+    from rich.text import Text
+    return Text("pass", style="green") if passed else Text("FAIL" + (f" ({error})" if error else ""), style="bold red")
+
+
+def _variants_table(checks: list[parity.Check]) -> Any:
+    from rich.table import Table
+    table = Table(header_style="bold", title="deployment variants (against fp32)", title_justify="left")
+    for col in ("format", "metric", "fp32", "variant", "drop", "size", "latency", "verdict"):
+        table.add_column(col, justify="left" if col in ("format", "metric", "verdict") else "right")
+    for c in checks:
+        m, size, lat = c.metric or {}, c.size_mb or {}, (c.latency_ms or {}).get("ratio", {})
+        table.add_row(c.format, f"{m.get('name')} ({m.get('on')})", f"{m.get('reference'):.4g}",
+                      f"{m.get('quantized'):.4g}", f"{m.get('drop'):.3g} {m.get('unit')}",
+                      f"{size.get('variant', 0):.2f} MB ({size.get('ratio', 0):.2f}x)",
+                      ", ".join(f"{k}: {v:.2f}x" for k, v in lat.items()), _verdict(c.passed))
+    return table

@@ -48,7 +48,7 @@ def test_eject_round_trips(in_tmp, path):
     with torch.no_grad():
         a, b = model(*xs), compiled(*xs)
     a, b = (a, b) if isinstance(a, tuple) else ((a,), (b,))
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def test_eject_reads_like_hand_written_code(in_tmp):

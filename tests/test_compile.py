@@ -140,9 +140,9 @@ def test_override_value_errors_point_at_the_override():
     with pytest.raises(SpecError) as info:
         specc.build(ROOT / "specs/transformer_encoder.yaml", ["depth=abc"])
     d = info.value.diagnostics[0]
-    assert (d.file, d.line) == (str(ROOT / "specs/transformer_encoder.yaml"), 37)  # the use: repeat: $depth
+    assert (d.file, d.line, d.col) == ("--set", 1, 7)  # the value given, not the block line that uses it
     assert d.message == "repeat must be an integer ≥ 0, got 'abc'"
-    assert d.hint == "the value of 'depth' comes from --set depth=abc"
+    assert d.hint == f"'depth' is used at {ROOT / 'specs/transformer_encoder.yaml'}:37:44; write repeat: 4 (0: no node)"
 
 
 def test_size_guard_allocates_nothing(monkeypatch):

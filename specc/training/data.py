@@ -39,15 +39,26 @@ class Split:
         """Batches in `order` (positions in this split), on `device`, skipping the first `skip`."""
         ids = torch.as_tensor(self.idx)[order] if not isinstance(self.samples, TensorSamples) else order
         groups = [ids[s:s + batch_size] for s in range(skip * batch_size, len(ids), batch_size)]
+        pin = self.pin and device.type == "cuda"
         if isinstance(self.samples, TensorSamples) or self.workers == 0:
             for g in groups:
                 xs, y = self.samples.take(g, epoch)
+                if pin and not y.is_cuda:  # page-locked, so the copy below runs alongside the step
+                    xs, y = [x.pin_memory() for x in xs], y.pin_memory()
                 yield [x.to(device, non_blocking=True) for x in xs], y.to(device, non_blocking=True)
             return
         loader = torch.utils.data.DataLoader(_Batches(self.samples, groups, epoch), batch_size=None,
-                                             num_workers=self.workers, pin_memory=self.pin and device.type == "cuda")
-        for xs, y in loader:
+                                             num_workers=self.workers, pin_memory=pin)
+        for got in loader:
+            if isinstance(got, _Failed):  # a worker's data error, raised here as the SpecError it was
+                raise SpecError(got.diagnostics)
+            xs, y = got
             yield [x.to(device, non_blocking=True) for x in xs], y.to(device, non_blocking=True)
+
+
+@dataclass
+class _Failed:
+    diagnostics: list  # of compiler.errors.Diagnostic: plain data, so it crosses from a worker process
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -60,7 +71,10 @@ class _Batches(torch.utils.data.Dataset):
         return len(self.groups)
 
     def __getitem__(self, i: int) -> Any:
-        return self.samples.take(self.groups[i], self.epoch)
+        try:
+            return self.samples.take(self.groups[i], self.epoch)
+        except SpecError as e:  # DataLoader would re-raise it as SpecError(message), which it is not
+            return _Failed(e.diagnostics)
 
 
 @dataclass
@@ -89,18 +103,19 @@ def _split(n: int, val_split: float, seed: int, contiguous: bool = False) -> tup
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def load_data(cfg: DataConfig, spec: Spec, task: str, n_outputs: int | None, seed: int) -> Data:
-    """Read the source, check it against the spec's inputs and outputs, split and normalize."""
+def load_data(cfg: DataConfig, spec: Spec, task: str, n_outputs: int | None, seed: int,
+              lazy_bytes: int | None = None) -> Data:
+    """Read the source, check it against the spec's inputs and outputs, split and normalize.
+    Memory-mapped arrays larger than `lazy_bytes` (default 256 MiB) stay mapped: batches read their rows."""
     if cfg.source in ("text", "tokens"):
         return _windows(cfg, spec, task, seed)
     if cfg.source == "images":
         return _images(cfg, spec, task, seed)
     xs, y, origin = _tables(cfg, spec)
-    samples = _check_tables(cfg, spec, xs, y, origin)
+    mapped = _check_tables(cfg, spec, xs, y, origin, _LAZY_BYTES if lazy_bytes is None else lazy_bytes)
     target = _target(cfg, y, task, n_outputs, origin)
     train_idx, val_idx = _split(len(target), cfg.val_split, seed)
-    samples = samples if not isinstance(samples, list) else None
-    if samples is None:  # small: tensors, normalized once
+    if mapped is None:  # small: tensors, normalized once
         inputs = [torch.as_tensor(x) for x in _as_model_dtype(xs, spec)]
         t = TensorSamples(inputs, torch.as_tensor(target))
         train, val = t.subset(train_idx), t.subset(val_idx) if len(val_idx) else None
@@ -173,7 +188,8 @@ def _arrays(cfg: DataConfig, arrays: dict[str, np.ndarray], spec: Spec, origin: 
 _LAZY_BYTES = 256 * 2**20  # above this, arrays stay memory-mapped and are gathered per batch
 
 
-def _check_tables(cfg: DataConfig, spec: Spec, xs: list[np.ndarray], y: np.ndarray, origin: str) -> Any:
+def _check_tables(cfg: DataConfig, spec: Spec, xs: list[np.ndarray], y: np.ndarray, origin: str,
+                  lazy_bytes: int) -> Any:
     """Check counts, shapes, values and integer ranges; returns a list (keep memory-mapped) or None."""
     if len(xs) != len(spec.inputs):
         raise sources.err(cfg, f"the data gives {len(xs)} input(s); the spec has {len(spec.inputs)}",
@@ -181,7 +197,7 @@ def _check_tables(cfg: DataConfig, spec: Spec, xs: list[np.ndarray], y: np.ndarr
     n = len(y)
     if n == 0:
         raise sources.err(cfg, f"{origin} has no samples")
-    big = sum(x.nbytes for x in xs) + y.nbytes > _LAZY_BYTES and all(isinstance(x, np.memmap) for x in xs)
+    big = sum(x.nbytes for x in xs) + y.nbytes > lazy_bytes and all(isinstance(x, np.memmap) for x in xs)
     for x, (name, inp) in zip(xs, spec.inputs.items()):
         if len(x) != n:
             raise sources.err(cfg, f"input '{name}' has {len(x)} samples, the target {n}", "give both the same count")
@@ -305,6 +321,9 @@ def _images(cfg: DataConfig, spec: Spec, task: str, seed: int) -> Data:
     if len(spec.inputs) != 1 or len(inp.shape) != 4 or not isinstance(inp.shape[1], int):
         raise SpecError.at(inp.loc, "image data feeds one input of shape [batch, channels, height, width]",
                            "write x: [batch, 3, 64, 64]")
+    if inp.shape[1] not in (1, 3, 4):
+        raise SpecError.at(inp.loc, f"image data has 1 (grey), 3 (RGB) or 4 (RGBA) channels; input '{inp.name}' "
+                           f"takes {inp.shape[1]}", f"write {inp.name}: [batch, 3, ...]")
     size = cfg.options.get("size") or [d if isinstance(d, int) else None for d in inp.shape[2:]]
     if None in size:
         raise sources.err(cfg, "the images need a size: the spec's height and width are symbolic", "size: [64, 64]")
@@ -313,7 +332,8 @@ def _images(cfg: DataConfig, spec: Spec, task: str, seed: int) -> Data:
             raise sources.err(cfg, f"size gives {what} {got}, input '{inp.name}' takes {want}", f"size: {inp.shape[2:]}")
     folder = sources.image_folder(cfg)
     train_idx, val_idx = _split(len(folder.files), cfg.val_split, seed)
-    samples = ImageSamples(folder.files, folder.labels, tuple(size), inp.shape[1], cfg.options.get("augment") or {}, seed)
+    samples = ImageSamples(folder.files, folder.labels, tuple(size), inp.shape[1], cfg.options.get("augment") or {}, seed,
+                           f"train.data at {cfg.source_loc}")
     stats = samples.fit_normalization(cfg.normalize, train_idx)
     train = Split(samples, train_idx, cfg.workers)
     val = Split(samples.evaluation(), val_idx, cfg.workers) if len(val_idx) else None

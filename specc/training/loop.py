@@ -125,7 +125,10 @@ class Loop:
         return torch.autocast(device_type=self.where.device.type, dtype=dtype)
 
     def order(self, epoch: int) -> torch.Tensor:
+        """The epoch's sample order: DistributedSampler's, which depends on (seed, epoch) only."""
         w = self.where
+        if w.world == 1:  # what DistributedSampler computes for one replica, without a Python list
+            return torch.randperm(len(w.data.train), generator=torch.Generator().manual_seed(w.cfg.seed + epoch))
         sampler = DistributedSampler(range(len(w.data.train)), num_replicas=w.world, rank=w.rank, shuffle=True,
                                      seed=w.cfg.seed, drop_last=False)
         sampler.set_epoch(epoch)
@@ -146,18 +149,18 @@ class Loop:
         n_batches = math.ceil(len(indices) / cfg.batch_size)
         skip, self.pos.batches = self.pos.batches, 0
         self.epoch_start_step = self.pos.global_step - skip // cfg.accumulate
-        meter = Meter.restored(self.meter_state, w.data.task, w.device, w.data.class_dim)
+        meter = Meter.restored(self.meter_state, w.data.task, w.device, w.data.class_dim, cfg.log_every)
         self.meter_state = None
-        p.model.train()
-        p.optimizer.zero_grad(set_to_none=True)
+        p.model.train()  # the optimizer's gradients are None here: every epoch ends with an update
         if self.progress is not None:
             self.progress.start_epoch(epoch, n_batches)
-        for step, (xs, y) in enumerate(w.data.train.batches(indices, cfg.batch_size, w.device, skip), start=skip + 1):
+        batches = w.data.train.batches(indices, cfg.batch_size, w.device, skip, epoch)
+        for step, (xs, y) in enumerate(batches, start=skip + 1):
             update = step % cfg.accumulate == 0 or step == n_batches
             sync = contextlib.nullcontext() if update or w.world == 1 else p.model.no_sync()
             with sync:
                 loss, out = self.forward(xs, y)
-                scaled = loss / cfg.accumulate
+                scaled = loss / cfg.accumulate if cfg.accumulate > 1 else loss
                 (p.scaler.scale(scaled) if p.scaler is not None else scaled).backward()
             meter.add(loss, out, y)
             if update:
@@ -212,8 +215,8 @@ class Loop:
             return {}
         module = self.parts.module
         module.train(False)  # eval mode
-        meter = Meter(w.data.task, w.device, w.data.class_dim)
-        for xs, y in w.data.val.batches(torch.arange(len(w.data.val)), w.cfg.batch_size, w.device, 0):
+        meter = Meter(w.data.task, w.device, w.data.class_dim, w.cfg.log_every)
+        for xs, y in w.data.val.batches(torch.arange(len(w.data.val)), w.cfg.batch_size, w.device):
             with self.autocast():
                 out = module(*xs)
                 out = out[0] if isinstance(out, tuple) else out
@@ -226,6 +229,7 @@ class Loop:
     def fit(self, epochs: int) -> list[dict[str, Any]]:
         """Train epochs `pos.epoch + 1 .. epochs`; log, maybe checkpoint, maybe stop early after each."""
         rows = []
+        self.parts.optimizer.zero_grad(set_to_none=True)
         with self.signals():
             while self.pos.epoch < epochs:
                 row = self.epoch(self.pos.epoch + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,75 +12,100 @@ import torch
 
 from ..fsutil import atomic_write_bytes, atomic_write_text
 
-_SUMS = ("loss", "n", "correct", "elems", "abs_err", "sq_err", "y_sum", "y_sq", "steps")
+_METRIC_SUMS = {"classes": ("correct",), "regression": ("abs_err", "sq_err", "y_sum", "y_sq")}
+
+
+def _kind(task: str) -> str:
+    return "regression" if task == "regression" else "classes"
 
 
 class Meter:
-    """Sums over an epoch, kept on the device and read once at the end (no host sync per step).
+    """An epoch's (or a validation pass's) loss and metric sums, without a host sync per step.
 
-    It also remembers the first step whose loss was not finite, on the device too."""
+    Each step's loss is copied into a device buffer of `window` slots and the metric sums add up on
+    the device; `flush` reads the buffer (one sync) when it is full, which the loop arranges to be
+    every `log_every` steps, and at the end. The host then knows every step's loss, so the first
+    non-finite one is named exactly. Batch sizes and element counts are shapes: the host has them.
+    """
 
-    def __init__(self, task: str, device: torch.device, class_dim: int = -1):
+    def __init__(self, task: str, device: torch.device, class_dim: int = -1, window: int = 50):
         self.task, self.class_dim = task, class_dim
-        for k in _SUMS:
-            setattr(self, k, torch.zeros((), dtype=torch.float64, device=device))
-        self.bad_step = torch.full((), -1, dtype=torch.int64, device=device)
-        self.bad_value = torch.zeros((), dtype=torch.float64, device=device)
+        self.losses = torch.zeros(max(window, 1), dtype=torch.float64, device=device)
+        self.pending: list[int] = []  # batch sizes of the steps in the buffer
+        self.sums = torch.zeros(len(_METRIC_SUMS[_kind(task)]), dtype=torch.float64, device=device)
+        self.loss, self.n, self.elems, self.steps = 0.0, 0, 0, 0  # flushed steps only
+        self.bad: tuple[int, float] | None = None  # (step, value) of the first non-finite loss
 
     @classmethod
-    def restored(cls, state: dict[str, Any] | None, task: str, device: torch.device, class_dim: int = -1) -> "Meter":
-        m = cls(task, device, class_dim)
-        for k, v in (state or {}).items():
-            if k in _SUMS:
-                setattr(m, k, torch.tensor(float(v), dtype=torch.float64, device=device))
+    def restored(cls, state: dict[str, Any] | None, task: str, device: torch.device, class_dim: int = -1,
+                 window: int = 50) -> "Meter":
+        """A meter that continues a checkpoint's partial epoch (`state()`, or the v1 layout)."""
+        m = cls(task, device, class_dim, window)
+        if not state:
+            return m
+        m.loss, m.n, m.elems, m.steps = float(state["loss"]), int(state["n"]), int(state["elems"]), int(state["steps"])
+        names = _METRIC_SUMS[_kind(task)]
+        values = state["sums"] if "sums" in state else [state[k] for k in names]  # v1: one key per sum
+        m.sums = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
         return m
 
-    def state(self) -> dict[str, float]:
-        return {k: float(getattr(self, k)) for k in _SUMS}
+    def state(self) -> dict[str, Any]:
+        self.flush()
+        return {"loss": self.loss, "n": self.n, "elems": self.elems, "steps": self.steps, "sums": self.sums.tolist()}
 
     @torch.no_grad()
     def add(self, loss: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> None:
-        n = target.shape[0]
-        self.steps += 1
-        value = loss.detach().double()
-        bad = ~torch.isfinite(value) & (self.bad_step < 0)
-        self.bad_step = torch.where(bad, self.steps.long(), self.bad_step)
-        self.bad_value = torch.where(bad, value, self.bad_value)
-        self.n += n
-        self.loss += value * n
+        if len(self.pending) == len(self.losses):
+            self.flush()
+        self.losses[len(self.pending)] = loss.detach()
+        self.pending.append(target.shape[0])
         self.elems += target.numel()
         if self.task == "classification":
-            self.correct += (out.argmax(self.class_dim) == target).sum()
+            self.sums += (out.argmax(self.class_dim) == target).sum()
         elif self.task == "binary":
-            self.correct += ((out > 0).to(target.dtype) == target).sum()
-        else:
-            err = out.detach().double() - target.double()
-            self.abs_err += err.abs().sum()
-            self.sq_err += (err ** 2).sum()
-            self.y_sum += target.double().sum()
-            self.y_sq += (target.double() ** 2).sum()
+            self.sums += ((out > 0).to(target.dtype) == target).sum()
+        else:  # |err|, err², y, y² for MAE and R²
+            err = out.detach() - target  # per-batch sums in the output's dtype; the epoch's in float64
+            self.sums += torch.stack([err.abs().sum(), err.square().sum(), target.sum(), target.square().sum()])
+
+    def flush(self) -> None:
+        """Read the buffered losses (a host sync): add them up, and note the first non-finite one."""
+        if not self.pending:
+            return
+        for i, (value, n) in enumerate(zip(self.losses[:len(self.pending)].tolist(), self.pending)):
+            if self.bad is None and not math.isfinite(value):
+                self.bad = (self.steps + i + 1, value)
+            self.loss += value * n
+            self.n += n
+        self.steps += len(self.pending)
+        self.pending.clear()
 
     def first_bad(self) -> tuple[int, float] | None:
-        """(step in the epoch, value) of the first non-finite loss, if any (reads the device)."""
-        step = int(self.bad_step)
-        return None if step < 0 else (step, float(self.bad_value))
+        """(step, value) of the first non-finite loss so far, counting steps from 1 (reads the device)."""
+        self.flush()
+        return self.bad
 
     def packed(self) -> torch.Tensor:
-        return torch.stack([getattr(self, k) for k in _SUMS])
+        self.flush()
+        head = torch.tensor([self.loss, self.n, self.elems, self.steps], dtype=torch.float64, device=self.sums.device)
+        return torch.cat([head, self.sums])
 
     def unpack(self, packed: torch.Tensor) -> None:
-        for k, v in zip(_SUMS, packed):
-            setattr(self, k, v)
+        values = packed.tolist()
+        self.loss, self.n, self.elems, self.steps = values[0], int(values[1]), int(values[2]), int(values[3])
+        self.sums = packed[4:].clone()
 
     def result(self, prefix: str = "") -> dict[str, float]:
-        n, elems = max(self.n.item(), 1), max(self.elems.item(), 1)
-        out = {f"{prefix}loss": self.loss.item() / n}
+        self.flush()
+        n, elems, sums = max(self.n, 1), max(self.elems, 1), self.sums.tolist()
+        out = {f"{prefix}loss": self.loss / n}
         if self.task in ("classification", "binary"):
-            out[f"{prefix}accuracy"] = self.correct.item() / elems
+            out[f"{prefix}accuracy"] = sums[0] / elems
         else:
-            out[f"{prefix}mae"] = self.abs_err.item() / elems
-            total = self.y_sq.item() - self.y_sum.item() ** 2 / elems  # sum of (y - mean)^2
-            out[f"{prefix}r2"] = 1 - self.sq_err.item() / total if total > 0 else float("nan")
+            abs_err, sq_err, y_sum, y_sq = sums
+            out[f"{prefix}mae"] = abs_err / elems
+            total = y_sq - y_sum ** 2 / elems  # sum of (y - mean)^2
+            out[f"{prefix}r2"] = 1 - sq_err / total if total > 0 else float("nan")
         return out
 
 
@@ -88,12 +114,13 @@ def _cell(v: Any) -> Any:
 
 
 class MetricsLog:
-    """metrics.csv, one row per epoch, appended as epochs end (no rewrite, no fsync: a crash can
-    leave rows past the last checkpoint, which `rewind` drops on resume)."""
+    """metrics.csv, one row per epoch, appended as epochs end through one open file (flushed, not
+    fsynced: a crash can leave rows past the last checkpoint, which `rewind` drops on resume)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.fields: list[str] | None = None
+        self.file: Any = None
 
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
@@ -115,18 +142,24 @@ class MetricsLog:
         self.fields = list(rows[0])
 
     def append(self, row: dict[str, Any]) -> None:
-        new = not self.path.is_file() or self.path.stat().st_size == 0
-        if self.fields is None and not new:
-            with self.path.open(newline="") as f:
-                self.fields = next(csv.reader(f), None)
-        if new or not self.fields:
-            self.fields = list(row)
-            new = True
-        with self.path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+        if self.file is None:
+            new = not self.path.is_file() or self.path.stat().st_size == 0
+            if self.fields is None and not new:
+                with self.path.open(newline="") as f:
+                    self.fields = next(csv.reader(f), None)
+            if new or not self.fields:
+                self.fields, new = list(row), True
+            self.file = self.path.open("a", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=self.fields, extrasaction="ignore")
             if new:
-                w.writeheader()
-            w.writerow({k: _cell(row.get(k, "")) for k in self.fields})
+                self.writer.writeheader()
+        self.writer.writerow({k: _cell(row.get(k, "")) for k in self.fields})
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 def _floats(rows: list[dict[str, Any]], key: str) -> list[float | None]:

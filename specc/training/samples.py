@@ -54,8 +54,8 @@ class ArraySamples:
             if dtype.startswith("int"):
                 stats["inputs"].append(None)
                 continue
-            center, scale = fit(kind, _chunked(a, train_idx, kind))
-            self.norm[i] = (center, scale)
+            center, scale = fit(kind, _chunked(a, train_idx, kind))  # float64 statistics, float32 batches
+            self.norm[i] = (center.float(), scale.float())
             stats["inputs"].append({"center": center.tolist(), "scale": scale.tolist()})
         if task == "regression":
             self.target_norm = fit(kind, torch.as_tensor(self.target[np.sort(train_idx)], dtype=torch.float32))
@@ -105,31 +105,42 @@ class ImageSamples:
     """Image files decoded per batch, normalized per channel, augmented in training only."""
 
     def __init__(self, files: list[Path], labels: np.ndarray, size: tuple[int, int], channels: int,
-                 augment: dict[str, Any], seed: int):
+                 augment: dict[str, Any], seed: int, where: str = ""):
         self.files, self.labels, self.size, self.channels = files, labels, size, channels
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.where = augment, seed, where  # where: the spec line, for decode errors
         self.norm: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def evaluation(self) -> "ImageSamples":
-        other = ImageSamples(self.files, self.labels, self.size, self.channels, {}, self.seed)
+        other = ImageSamples(self.files, self.labels, self.size, self.channels, {}, self.seed, self.where)
         other.norm = self.norm
         return other
 
     def fit_normalization(self, kind: str, train_idx: np.ndarray) -> dict[str, Any]:
-        """Per-channel statistics over the training images (one pass that decodes each once)."""
-        from .data import fit
+        """Per-channel statistics over the training images, in one streaming pass (each decoded once,
+        none kept): min and max for minmax, sums of x and x² in float64 for standard."""
         stats: dict[str, Any] = {"normalize": kind, "size": list(self.size), "channels": self.channels}
         if kind == "none":
             return stats
-        pixels = torch.cat([torch.from_numpy(self.decode(int(i))).reshape(self.channels, -1) for i in train_idx], dim=1)
-        center, scale = fit(kind, pixels, dims=1)
-        self.norm = (center.view(-1, 1, 1), scale.view(-1, 1, 1))
+        lo = np.full(self.channels, np.inf)
+        hi, total, squares, count = -lo, np.zeros(self.channels), np.zeros(self.channels), 0
+        for i in train_idx:
+            px = self.decode(int(i)).reshape(self.channels, -1).astype(np.float64)
+            lo, hi = np.minimum(lo, px.min(1)), np.maximum(hi, px.max(1))
+            total, squares, count = total + px.sum(1), squares + np.square(px).sum(1), count + px.shape[1]
+        if kind == "minmax":
+            center, scale = (hi + lo) / 2, np.where(hi > lo, (hi - lo) / 2, 1.0)
+        else:
+            center = total / count
+            std = np.sqrt(np.maximum(squares / count - center ** 2, 0.0))
+            scale = np.where(std > 0, std, 1.0)
+        self.norm = (torch.tensor(center, dtype=torch.float32).view(-1, 1, 1),
+                     torch.tensor(scale, dtype=torch.float32).view(-1, 1, 1))
         stats["inputs"] = [{"center": center.tolist(), "scale": scale.tolist(), "per": "channel"}]
         return stats
 
     def decode(self, i: int) -> np.ndarray:
         from .sources import decode
-        return decode(self.files[i], self.size, self.channels)
+        return decode(self.files[i], self.size, self.channels, self.where)
 
     def take(self, ids: torch.Tensor, epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         images = []

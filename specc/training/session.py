@@ -237,6 +237,7 @@ class _Session:
                 self.finish(loop, final=False)
             raise
         finally:
+            log.close()
             if progress is not None:
                 progress.close()
             if writer is not None:

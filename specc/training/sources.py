@@ -118,7 +118,10 @@ def _mapped(path: Path, info: zipfile.ZipInfo | None) -> np.ndarray | None:
         start = info.header_offset + 30 + name_len + extra_len
         f.seek(start)
         version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001 - numpy's own reader
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:  # 3.0 (unicode field names): read it the ordinary way
+            return None
+        shape, fortran, dtype = readers[version](f)
         if dtype.hasobject or fortran:
             return None
         offset = f.tell()
@@ -162,7 +165,7 @@ def decode(path: Path, size: tuple[int, int], channels: int, where: Any = None) 
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
+            im = im.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
             if im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / 255.0
@@ -178,7 +181,7 @@ def decode(path: Path, size: tuple[int, int], channels: int, where: Any = None) 
 def token_array(cfg: DataConfig) -> np.ndarray:
     """text: the file's bytes (tokens 0..255); tokens: a flat binary of uint16/int32 ids. Memory-mapped."""
     path = checked_path(cfg)
-    dtype = np.uint8 if cfg.source == "text" else np.dtype(cfg.options["dtype"])
+    dtype = np.dtype(np.uint8 if cfg.source == "text" else cfg.options["dtype"])
     size = path.stat().st_size
     if size % dtype.itemsize:
         raise err(cfg, f"{path} is {size} bytes, not a whole number of {dtype.name} tokens",
