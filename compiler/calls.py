@@ -110,33 +110,31 @@ def _causal_mask(e: Emitter, x: Any, axis: int) -> Any:
     return e.call(Call("method", "bool", (e.call(Call("method", "triu", (ones, 1))),)))
 
 
+def _with_masks(e: Emitter, x: Any, masks: dict[str, Any], args: dict, op: Any) -> dict:
+    """The call-time arguments with the masks given; `is_causal` without an attention mask (the first
+    of `masks`) makes one, since torch asks for a mask with the hint."""
+    kwargs = {k: v for k, v in args.items() if k in op.call_args}
+    first = next(iter(masks))
+    if kwargs.get("is_causal") and masks[first] is None:
+        masks = dict(masks, **{first: _causal_mask(e, x, 1 if args.get("batch_first") else 0)})
+    kwargs.update({k: v for k, v in masks.items() if v is not None})
+    return kwargs
+
+
 def attention(e: Emitter, xs: list, args: dict, op: Any) -> Call:
-    """MultiheadAttention: self-attention when only the query is given; `is_causal` makes its own
-    mask (torch asks for one with the hint)."""
+    """MultiheadAttention(query, key, value, key_padding_mask, attn_mask): self-attention when only
+    the query is given."""
     query, key, value, padding, mask = (xs + [None] * 5)[:5]
     key = query if key is None else key
     value = key if value is None else value
-    kwargs = {k: v for k, v in args.items() if k in op.call_args}
-    if kwargs.get("is_causal") and mask is None:
-        mask = _causal_mask(e, query, 1 if args.get("batch_first") else 0)
-    if padding is not None:
-        kwargs["key_padding_mask"] = padding
-    if mask is not None:
-        kwargs["attn_mask"] = mask
+    kwargs = _with_masks(e, query, {"attn_mask": mask, "key_padding_mask": padding}, args, op)
     return Call("module", "", (query, key, value), kwargs)
 
 
 def encoder_layer(e: Emitter, xs: list, args: dict, op: Any) -> Call:
     """TransformerEncoderLayer(src, src_mask, src_key_padding_mask, is_causal)."""
     src, mask, padding = (xs + [None] * 3)[:3]
-    kwargs = {k: v for k, v in args.items() if k in op.call_args}
-    if kwargs.get("is_causal") and mask is None:
-        mask = _causal_mask(e, src, 1 if args.get("batch_first") else 0)
-    if mask is not None:
-        kwargs["src_mask"] = mask
-    if padding is not None:
-        kwargs["src_key_padding_mask"] = padding
-    return Call("module", "", (src,), kwargs)
+    return Call("module", "", (src,), _with_masks(e, src, {"src_mask": mask, "src_key_padding_mask": padding}, args, op))
 
 
 def module(e: Emitter, xs: list, args: dict, op: Any) -> Call:

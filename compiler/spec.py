@@ -109,13 +109,8 @@ class DimDecl:
         return ", ".join(parts) or "any size"
 
 
-@dataclass(frozen=True)
-class BlockDecl:
-    name: str
-    params: dict[str, Node | None]  # None: required
-    inputs: tuple[str, ...]
+class _WithBody:
     body: Body
-    loc: Loc
 
     @property
     def layers(self) -> tuple[NodeDecl, ...]:
@@ -127,7 +122,16 @@ class BlockDecl:
 
 
 @dataclass(frozen=True)
-class Spec:
+class BlockDecl(_WithBody):
+    name: str
+    params: dict[str, Node | None]  # None: required
+    inputs: tuple[str, ...]
+    body: Body
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Spec(_WithBody):
     name: str
     params: dict[str, Any]  # evaluated
     inputs: dict[str, InputDecl]
@@ -138,14 +142,6 @@ class Spec:
     export: "ExportConfig"
     tree: Node = field(repr=False)  # the located tree with overrides applied
     param_locs: dict[str, Loc] = field(default_factory=dict, repr=False)  # where each param's value was written
-
-    @property
-    def layers(self) -> tuple[NodeDecl, ...]:
-        return self.body.nodes
-
-    @property
-    def outputs(self) -> tuple[Ref, ...] | None:
-        return self.body.outputs
 
     @property
     def seed(self) -> int:

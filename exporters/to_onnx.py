@@ -18,7 +18,7 @@ from typing import Any, Callable
 import onnx
 import torch
 
-from . import blame, rewrite, to_pt2
+from . import blame, rewrite
 from .artifact import Artifact, staged
 from .capture import Captured, capture
 from .declared import onnx_shapes
@@ -97,17 +97,11 @@ def _unusable(model: onnx.ModelProto, job: ExportJob) -> str | None:
 
 
 def _dynamo(job: ExportJob, module: Any, cap: Captured) -> tuple[onnx.ModelProto, dict]:
-    """torch.onnx.export(dynamo=True) of the job's shared torch.export program when there is one
-    (the same capture pt2 saves), else of the module, which lets torch.onnx try its own ways."""
-    source: Any = module
-    if module is job.module:
-        try:
-            source = to_pt2.program(job)
-        except ExportError:
-            source = module
+    """torch.onnx.export(dynamo=True) of the module, in memory. (Not of the program pt2 captured: the
+    exporter's decompositions specialize the symbols of the program it is given.)"""
     with capture(job.on_step) as c, cached_registry():
         try:
-            program = torch.onnx.export(source, tuple(job.example), None, dynamo=True,
+            program = torch.onnx.export(module, tuple(job.example), None, dynamo=True,
                                         dynamic_shapes=torch_dynamic_shapes(job.inputs, job.dims),
                                         input_names=list(job.inputs), output_names=job.output_names,
                                         opset_version=job.config.opset, verbose=False)

@@ -1,7 +1,7 @@
 """torch.export: a `.pt2` with dynamic shapes from the spec's symbolic dims, saved and reloaded.
 
 GRU and LSTM are exported through torch's while-loop decompositions, so their time axis stays
-dynamic. The program is captured once per job and shared with the dynamo ONNX exporter.
+dynamic (as torch.onnx does for its own capture).
 """
 from __future__ import annotations
 
