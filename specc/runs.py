@@ -111,7 +111,9 @@ def has_checkpoints(run_dir: Path) -> bool:
 
 
 def is_trained(run_dir: Path) -> bool:
-    return has_checkpoints(run_dir) or "trained" in read_json(run_dir / SUMMARY)
+    """Trained by specc train, or holding imported weights (specc build --weights): not its initial ones."""
+    summary = read_json(run_dir / SUMMARY)
+    return has_checkpoints(run_dir) or "trained" in summary or "weights" in summary
 
 
 def check_overwrite(run_dir: Path, force: bool) -> None:

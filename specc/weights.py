@@ -29,6 +29,8 @@ def read(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise _err(path, "weight file does not exist" if not path.exists() else "weight file is not a regular file",
                    "pass a .safetensors file or a torch.save'd state_dict")
+    if path.stat().st_size == 0:
+        raise _err(path, "weight file is empty", "pass a .safetensors file or a torch.save'd state_dict")
     with path.open("rb") as f:
         head = f.read(9)
     if path.suffix == ".safetensors" or head[8:9] == b"{":  # an 8-byte header length, then JSON
@@ -48,13 +50,17 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
 
 def _read_torch(path: Path) -> dict[str, Any]:
     import pickle
+    import warnings
 
     import torch
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about old pickles on the way to refusing them
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as e:
-        text = str(e).strip().splitlines()
+        text = [" ".join(t.split()) for t in str(e).strip().splitlines() if t.strip()]
         reason = next((t for t in text if "Unsupported" in t or "global" in t.lower()), text[0] if text else "")
+        reason = reason or ("the file ends too soon" if isinstance(e, EOFError) else type(e).__name__)
         raise _err(path, f"not a state_dict specc can read safely: {reason[:200]}",
                    "specc loads torch files with weights_only=True and never unpickles code; save "
                    "model.state_dict() (or convert to .safetensors)") from None
@@ -102,6 +108,10 @@ def load_strict(module: Any, state: dict[str, Any], origin: str | Path, aliases:
     own = module.state_dict()
     state = dict(state)
     for alias, key in (aliases or {}).items():
+        if alias in state and key in state and (state[alias].shape != state[key].shape
+                                                or not bool((state[alias] == state[key]).all())):
+            raise SpecError.at(file_loc(str(origin)), f"'{alias}' and '{key}' are one tensor in the model (tied) but "
+                               "differ in the file", "the file's model was not tied: drop one key, or untie the spec")
         if alias not in state and key in state:
             state[alias] = state[key]
         elif key not in state and alias in state:

@@ -302,15 +302,8 @@ def test_zoo_run_exports_to_onnx_with_parity(path, tmp_path, monkeypatch):
     assert json.loads((run / "export" / "parity.json").read_text())["passed"] is True
 
 
-EJECT_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "compiler/eject.py writes a repeat inside a seq: body as `for layer in self[a:b]`, and slicing an "
-    "nn.Sequential subclass calls its __init__ with an OrderedDict, which the generated no-argument "
-    "__init__ refuses (TypeError)"))
-
-
 @needs_tv
-@pytest.mark.parametrize("path", [pytest.param(p, marks=EJECT_XFAIL) if p.stem == "mobilenet_v2" else p
-                                  for p in ZOO], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)
 def test_zoo_run_ejects_to_standalone_python(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     stem, params = path.stem, ZOO_SMALL[path.stem]
