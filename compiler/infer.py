@@ -85,6 +85,9 @@ class NodeRunner:
         infer = node.op.infer
         if infer is None:
             return args
+        if not xa or xa[0] is None:
+            raise ShapeError(f"{_desc(node)} reads its {infer.arg} from its first input, which it was not given",
+                             f"give it one: from: [x] (its inputs: {', '.join(node.op.slots)})")
         x, y, s = xa[0], xb[0], self.p.sampler
         dim = infer.dim
         if x.dim() < (dim + 1 if dim >= 0 else -dim):
@@ -114,7 +117,11 @@ class NodeRunner:
         op = node.op
         if op.kind == "tensor":
             dtype = DTYPES[args.get("dtype", "float32")]
-            t = torch.empty(*args["shape"], dtype=dtype, device="meta")
+            try:
+                t = torch.empty(*args["shape"], dtype=dtype, device="meta")
+            except (RuntimeError, ValueError, OverflowError) as e:
+                raise ShapeError(f"cannot create {_desc(node)}: {first_line(e)}", "use a smaller shape",
+                                 node.arg_locs.get("shape")) from None
             return torch.nn.Parameter(t, requires_grad=args.get("requires_grad", True)) if op.name == "Parameter" else t
         if op.kind != "module":
             return None

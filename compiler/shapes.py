@@ -141,8 +141,9 @@ class _Pass:
         for name, inp in self.graph.inputs.items():
             dtype = DTYPES[inp.dtype]
             try:
-                for env, sample in ((self.env_a, self.sampler.a), (self.env_b, self.sampler.b)):
-                    env[name] = torch.empty(*[sample.get(d, d) for d in inp.shape], dtype=dtype, device="meta")
+                a, b = (torch.empty(*[sample.get(d, d) for d in inp.shape], dtype=dtype, device="meta")
+                        for sample in (self.sampler.a, self.sampler.b))
+                self.env_a[name], self.env_b[name] = a, b
             except (RuntimeError, ValueError, OverflowError) as e:
                 self.c.error(inp.loc, f"input '{name}' cannot be created: {first_line(e)}", "use smaller dims")
                 continue

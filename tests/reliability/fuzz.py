@@ -19,7 +19,12 @@ TOKENS = ["[", "]", "{", "}", ":", ",", "- ", "$", "${", "}", "$dim", "${dim * 0
           "&a", "*a", "<<: *a", "null", "~", "-1", "0", "1e400", "99999999999999999999", "yes", "on", "'", '"', "\t",
           "é", "а", "\u200b", "Linear", "GRU", "LSTM", "MultiheadAttention", "matmul", "reshape", "block", "repeat",
           "from", "x.7", "layers", "batch", "time", "#", "|", ">", "?", "%", "repeat: 100000", "in_features: 3",
-          "out_features: -5", "kernel_size: 99", "dim: 9", "${sqrt(-1)}", "${1/0}", "__import__", "eval(", ".0"]
+          "out_features: -5", "kernel_size: 99", "dim: 9", "${sqrt(-1)}", "${1/0}", "__import__", "eval(", ".0",
+          # v1.1
+          "when: false", "when: ${i == 0}", "repeat: 0", "names: l_{i}", "seq:", "layers:", "tie: {weight: x.weight}",
+          "${i}", "${layers[9]}", "${[1, 2][0]}", "${1 if i else 2}", "${not 0}", "op: Parameter", "op: split",
+          "op: arange", "op: expand", "init: {normal: -1}", "shape: [0]", "is_causal: true", "dims:",
+          "{divisible_by: 0}", "from: {query: x}", "outputs: {y: x}", "split_size: 0", "op: einsum"]
 VALUES = ["0", "-1", "1", "3", "1000000", "1e-5", "'x'", "null", "[]", "{}", "[1, 2]", "true", "$nope", "batch",
           "${dim*2}", "9999999999999999999999"]
 
@@ -37,8 +42,25 @@ class Stats:
 
 def corpus() -> list[str]:
     files = sorted((ROOT / "specs").glob("*.yaml")) + sorted((ROOT / "tests/cases/bad").glob("*.yaml")) \
-        + sorted((ROOT / "tests/cases/train").glob("*.yaml"))
-    return [f.read_text() for f in files]
+        + sorted((ROOT / "tests/cases/train").glob("*.yaml")) + sorted((ROOT / "tests/cases/good").glob("*.yaml"))
+    return [f.read_text() for f in files] + [_small(f) for f in sorted((ROOT / "specs/zoo").glob("*.yaml"))]
+
+
+_ZOO_SMALL = {"resnet": "layers: [1, 1, 1, 1]", "mobilenet_v2": "width_mult: 0.35", "gpt": "n_layer: 2",
+              "vit": "num_layers: 2"}
+
+
+def _small(path: Path) -> str:
+    """A zoo spec at a small setting (mutations of a full-size network would mostly test the size guard)."""
+    text = path.read_text()
+    text = text.replace("vocab_size: 50304", "vocab_size: 97").replace("n_embd: 768", "n_embd: 32") \
+        .replace("block_size: 1024", "block_size: 32").replace("image_size: 224", "image_size: 32") \
+        .replace("hidden_dim: 768", "hidden_dim: 32").replace("mlp_dim: 3072", "mlp_dim: 64") \
+        .replace("patch_size: 16", "patch_size: 8").replace("num_heads: 12", "num_heads: 2") \
+        .replace("n_head: 12", "n_head: 2")
+    key, _, value = _ZOO_SMALL[path.stem].partition(": ")
+    lines = [f"  {key}: {value}" if line.startswith(f"  {key}:") else line for line in text.splitlines()]
+    return "\n".join(lines) + "\n"
 
 
 def mutate(text: str, rng: random.Random) -> str:

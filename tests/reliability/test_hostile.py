@@ -58,6 +58,16 @@ def test_a_ten_megabyte_spec(tmp_path):
     ("  - {name: fс, op: Linear, out_features: 4}\n", "invalid node name"),  # a Cyrillic с
     ("  - {op: torch.nn.Linear, out_features: 4}\n", "unknown op 'torch.nn.Linear'"),
     ("  - {op: Linear, out_features: 4, from: х}\n", "invalid ref 'х'"),  # a Cyrillic х
+    # v1.1 constructs
+    ("  - {name: l, op: Linear, out_features: 4, repeat: 1000000000, names: 'l_{i}'}\n", "would make more than"),
+    ("  - {name: p, op: Parameter, shape: [100000000000, 100000000000]}\n", "cannot create Parameter 'p'"),
+    ("  - {name: p, op: Parameter, shape: [100000, 100000, 100]}\n", "the model's weights need"),
+    ("  - {op: Linear, out_features: \"${([1] + [1]) * 10**9}\"}\n", "a list is not a number"),
+    ("  - {op: Linear, out_features: \"${[1, 2][10**18]}\"}\n", "out of range for a list of 2"),
+    ("  - {op: Linear, out_features: 4, when: \"${().__class__}\"}\n", "not allowed"),
+    ("  - {op: Linear, out_features: 4, tie: {weight: __import__.os}}\n", "is not a parameter of an earlier module"),
+    ("  - {name: g, seq: [{op: Linear, out_features: 4, repeat: 100000, names: 'a_{i}'}], repeat: 100000}\n",
+     "more than 20000 nodes"),
 ])
 def test_hostile_values(tmp_path, body, message):
     assert message in refused(BASE + body, tmp=tmp_path).message
@@ -92,6 +102,12 @@ def test_data_paths_that_are_not_files(tmp_path, kind, source):
     d = info.value.diagnostics[0]
     assert (d.file, d.line) == (str(spec), 7)
     assert {"directory": "is a directory", "fifo": "not a regular file", "missing": "does not exist"}[kind] in d.message
+
+
+def test_groups_nested_past_the_depth_limit(tmp_path):
+    nested = "{name: g, layers: [" * 40 + "ReLU" + "]}" * 40
+    d = refused(BASE + f"  - {nested}\n", tmp=tmp_path)
+    assert "nests deeper than 64 levels" in d.message
 
 
 def test_a_diamond_of_blocks_is_refused_quickly(tmp_path):
