@@ -32,9 +32,12 @@ bench: install
 	$(BIN)/python bench/build_time.py
 	$(BIN)/python bench/cli_startup.py
 	$(BIN)/python bench/train_loop.py
+	$(BIN)/python bench/epochs.py
+	$(BIN)/python bench/zoo.py
 	$(BIN)/python bench/ddp.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/reliability.py
+	$(BIN)/python bench/gpu.py   # CUDA only; says so and exits 0 elsewhere
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

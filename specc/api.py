@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from compiler.spec import Spec
 
-from .runs import is_run, load  # noqa: F401  (load: a path, YAML text, a dict, a run folder or a Spec -> the Spec)
+from .runs import is_run, load  # noqa: F401  (re-exported; load: a path, YAML text, a dict, a run folder or a Spec -> the Spec)
 
 
 def build(source: Any, params: Any = None, *, weights: Any = None, weights_map: Iterable[str] = ()) -> Any:
@@ -95,14 +95,14 @@ def predict(target: Any = None, data: Any = None, onnx: bool = False, batch_size
 
     >>> specc.predict("runs/house", "new.csv").rows
     """
-    from .predict import predict as _predict
+    from .predicting import predict as _predict
     return _predict(target, data, onnx=onnx, batch_size=batch_size)
 
 
 def generate(target: Any = None, prompt: str = "", tokens: int = 100, temperature: float = 1.0,
              top_k: int | None = None, seed: int = 0) -> str:
     """Text sampled from a language-model run (`specc generate`), reproducible for a seed."""
-    from .generate import generate as _generate
+    from .generating import generate as _generate
     return _generate(target, prompt, tokens, temperature, top_k, seed)
 
 

@@ -1,9 +1,7 @@
 """The shared loop: the article's results, checkpoints, exact resume after SIGKILL, locking, faults."""
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest

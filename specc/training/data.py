@@ -37,7 +37,10 @@ class Split:
     def batches(self, order: torch.Tensor, batch_size: int, device: torch.device, skip: int = 0,
                 epoch: int = 0) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         """Batches in `order` (positions in this split), on `device`, skipping the first `skip`."""
-        ids = torch.as_tensor(self.idx)[order] if not isinstance(self.samples, TensorSamples) else order
+        if isinstance(self.samples, TensorSamples):  # the ids go where the tensors are, once: no copy per batch
+            ids = order.to(self.samples.target.device)
+        else:
+            ids = torch.as_tensor(self.idx)[order]
         groups = [ids[s:s + batch_size] for s in range(skip * batch_size, len(ids), batch_size)]
         pin = self.pin and device.type == "cuda"
         if isinstance(self.samples, TensorSamples) or self.workers == 0:
@@ -111,7 +114,7 @@ def load_data(cfg: DataConfig, spec: Spec, task: str, n_outputs: int | None, see
         return _windows(cfg, spec, task, seed)
     if cfg.source == "images":
         return _images(cfg, spec, task, seed)
-    xs, y, origin = _tables(cfg, spec)
+    xs, y, origin, columns = _tables(cfg, spec)
     mapped = _check_tables(cfg, spec, xs, y, origin, _LAZY_BYTES if lazy_bytes is None else lazy_bytes)
     target = _target(cfg, y, task, n_outputs, origin)
     train_idx, val_idx = _split(len(target), cfg.val_split, seed)
@@ -119,7 +122,7 @@ def load_data(cfg: DataConfig, spec: Spec, task: str, n_outputs: int | None, see
         inputs = [torch.as_tensor(x) for x in _as_model_dtype(xs, spec)]
         t = TensorSamples(inputs, torch.as_tensor(target))
         train, val = t.subset(train_idx), t.subset(val_idx) if len(val_idx) else None
-        stats = _normalize(cfg.normalize, train, val, task)
+        stats = dict(_normalize(cfg.normalize, train, val, task), **columns)
         return Data(Split(train, np.arange(len(train))), Split(val, np.arange(len(val))) if val else None, stats, task,
                     ("batch",) + tuple(target.shape[1:]))
     arr = ArraySamples(xs, target, [i.dtype for i in spec.inputs.values()])
@@ -128,18 +131,20 @@ def load_data(cfg: DataConfig, spec: Spec, task: str, n_outputs: int | None, see
                 stats, task, ("batch",) + tuple(target.shape[1:]))
 
 
-def _tables(cfg: DataConfig, spec: Spec) -> tuple[list[np.ndarray], np.ndarray, str]:
+def _tables(cfg: DataConfig, spec: Spec) -> tuple[list[np.ndarray], np.ndarray, str, dict[str, list[str]]]:
+    """(inputs, target, where they came from, the feature and target column names of csv/inline data:
+    kept with the statistics, so `specc predict` reads the same columns)."""
     shapes = [tuple(i.shape) for i in spec.inputs.values()]
     if cfg.source == "synthetic":
         xs, y = generate(cfg.value, shapes, spec.seed)
-        return xs, y, f"synthetic '{cfg.value['name']}'"
+        return xs, y, f"synthetic '{cfg.value['name']}'", {}
     if cfg.source == "npz":
         xs, y = _arrays(cfg, sources.read_npz(cfg), spec, str(cfg.value))
-        return xs, y, str(cfg.value)
+        return xs, y, str(cfg.value), {}
     cols = sources.read_csv(cfg) if cfg.source == "csv" else _inline(cfg)
     origin = str(cfg.value) if cfg.source == "csv" else "the inline data"
-    xs, y = _columns(cfg, cols, origin)
-    return xs, y, origin
+    xs, y, names = _columns(cfg, cols, origin)
+    return xs, y, origin, names
 
 
 def _inline(cfg: DataConfig) -> dict[str, np.ndarray]:
@@ -155,7 +160,7 @@ def _inline(cfg: DataConfig) -> dict[str, np.ndarray]:
     return out
 
 
-def _columns(cfg: DataConfig, cols: dict[str, np.ndarray], origin: str) -> tuple[list[np.ndarray], np.ndarray]:
+def _columns(cfg: DataConfig, cols: dict[str, np.ndarray], origin: str) -> tuple[list[np.ndarray], np.ndarray, dict]:
     """Pick features and target from columns (csv, inline): X is (N, features)."""
     names = list(cols)
     target = cfg.target or [names[-1]]
@@ -165,7 +170,8 @@ def _columns(cfg: DataConfig, cols: dict[str, np.ndarray], origin: str) -> tuple
             loc = cfg.target_loc if n in target else cfg.features_loc
             raise SpecError.at(loc or cfg.source_loc, f"column '{n}' is not in {origin}",
                                did_you_mean(n, names, "column") or f"columns: {', '.join(names)}")
-    return [np.stack([cols[n] for n in features], axis=1)], np.stack([cols[n] for n in target], axis=1)
+    return ([np.stack([cols[n] for n in features], axis=1)], np.stack([cols[n] for n in target], axis=1),
+            {"features": features, "targets": target})
 
 
 def _arrays(cfg: DataConfig, arrays: dict[str, np.ndarray], spec: Spec, origin: str) -> tuple[list[np.ndarray], np.ndarray]:

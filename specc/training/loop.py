@@ -77,6 +77,7 @@ class Loop:
     last_write: float | None = None
     stop_signal: int | None = None
     epoch_start_step: int = 0
+    epoch_lr: float | None = None  # the lr at the start of the epoch under way: its metrics row shows it
 
     # --- state ----------------------------------------------------------------------------
 
@@ -92,6 +93,7 @@ class Loop:
             "scheduler": p.scheduler.state_dict() if p.scheduler is not None else None,
             "scaler": p.scaler.state_dict() if p.scaler is not None else None, "rng": rng,
             "meter": meter.state() if meter is not None else None,
+            "epoch_lr": self.epoch_lr if meter is not None else None,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -108,6 +110,7 @@ class Loop:
         self.pos = Position(int(state["epoch"]), int(state.get("batches") or 0), int(state["global_step"]),
                             state["best"], int(state["bad_epochs"]))
         self.meter_state = state.get("meter")
+        self.epoch_lr = state.get("epoch_lr")
 
     def checkpoint(self, meter: Meter | None = None) -> None:
         w = self.where
@@ -248,7 +251,9 @@ class Loop:
     def epoch(self, epoch: int) -> dict[str, Any]:
         p = self.parts
         start = time.perf_counter()
-        row: dict[str, Any] = {"epoch": epoch, "lr": p.optimizer.param_groups[0]["lr"]}
+        if not self.pos.batches or self.epoch_lr is None:  # a resumed epoch keeps the lr it started with
+            self.epoch_lr = p.optimizer.param_groups[0]["lr"]
+        row: dict[str, Any] = {"epoch": epoch, "lr": self.epoch_lr}
         row.update(self.train_epoch(epoch))
         row.update(self.evaluate())
         seconds = time.perf_counter() - start

@@ -173,8 +173,12 @@ def _floats(rows: list[dict[str, Any]], key: str) -> list[float | None]:
 
 
 def write_plot(path: Path, history: list[dict[str, Any]], title: str) -> None:
-    """loss and val_loss against epoch (log scale when they span decades), and accuracy if any."""
-    import matplotlib
+    """loss and val_loss against epoch (log scale when they span decades), and accuracy if any.
+    Without matplotlib (a dependency, but a bare environment may lack it) there is no picture."""
+    try:
+        import matplotlib
+    except ImportError:
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -31,7 +31,7 @@ class TensorSamples:
         self.target = self.target.to(device)
 
     def take(self, ids: torch.Tensor, epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        if ids.device != self.target.device:
+        if ids.device != self.target.device:  # Split.batches moves them once per epoch; other callers here
             ids = ids.to(self.target.device)
         return [t[ids] for t in self.inputs], self.target[ids]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,25 +74,40 @@ def prepare_run(target: Any, params: Any, opts: Options) -> tuple[Path, Spec]:
             raise SpecError.at(file_loc(str(run_dir)), "this run has been trained already",
                                "pass --resume to continue it, or --force to start it over")
         if opts.resume:
-            return run_dir, _resumable(run_dir, spec, params, origin)
+            return run_dir, _resumable(run_dir, spec, params, origin, opts.quiet)
     if opts.force or not runs.is_run(run_dir) or runs.load(run_dir).hash != spec.hash:
         from ..building import build_run
         build_run(spec, out=run_dir, force=True, origin=origin)
     return run_dir, spec
 
 
-def _resumable(run_dir: Path, spec: Spec, params: Any, origin: str) -> Spec:
-    """A resumed run may change train settings only; its spec.yaml is kept current."""
+def _resumable(run_dir: Path, spec: Spec, params: Any, origin: str, quiet: bool) -> Spec:
+    """A resumed run may change train settings only; its spec.yaml is kept current. Whether a change
+    came from the spec file or from --set, the message says which."""
     old = runs.load(run_dir)
+    base = runs.load(origin) if params else spec  # the spec file (or run) alone, without the overrides
     if old.model_hash != spec.model_hash:
-        if params:
+        if base.model_hash == old.model_hash:
             raise SpecError.at(file_loc(str(run_dir)), "the overrides change the model of a run being resumed",
                                "only train settings (epochs, lr, ...) may change on --resume")
         raise SpecError.at(file_loc(str(run_dir)), f"the model in {origin} has changed since this run was trained",
                            f"resume the run itself (specc train {run_dir} --resume), or start over with --force")
     if spec.hash != old.hash:
+        if not quiet:
+            changed = ", ".join(_changed_settings(old, spec))
+            print(f"note: the train settings in {origin} changed since the last run; resuming with the new ones "
+                  f"({changed})" if base.hash != old.hash else
+                  f"note: resuming with the train settings the overrides change ({changed})", file=sys.stderr)
         atomic_write_text(run_dir / runs.SPEC, runs.resolved_yaml(spec, origin))
     return spec
+
+
+def _changed_settings(old: Spec, new: Spec) -> list[str]:
+    """The train keys (or other top-level sections) whose values differ between two specs."""
+    a, b = old.resolved(), new.resolved()
+    ta, tb = a.get("train") or {}, b.get("train") or {}
+    keys = [k for k in dict.fromkeys([*ta, *tb]) if ta.get(k) != tb.get(k)]
+    return keys + [k for k in dict.fromkeys([*a, *b]) if k != "train" and a.get(k) != b.get(k)]
 
 
 def device_for(name: str) -> torch.device:
@@ -141,18 +157,19 @@ def config(spec: Spec) -> TrainConfig:
 
 def _result(run_dir: Path, start: int) -> TrainResult:
     history = MetricsLog(run_dir / "metrics.csv").rows()
-    rows = [{k: _number(v) for k, v in r.items()} for r in history]
+    rows = [{k: _number(v, k == "epoch") for k, v in r.items()} for r in history]
     return TrainResult(run_dir, rows, int(rows[-1]["epoch"]) if rows else 0, start)
 
 
-def _number(v: str) -> Any:
+def _number(v: str, integer: bool = False) -> Any:
+    """A metrics.csv cell: the epoch an int, a metric a float (an accuracy of "1" too), flags bools."""
     if v in ("True", "False"):
         return v == "True"
     try:
         f = float(v)
     except (TypeError, ValueError):
         return v
-    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+    return int(f) if integer and f.is_integer() else f
 
 
 class _Session:
@@ -257,7 +274,7 @@ class _Session:
             return
         atomic_write_bytes(self.run_dir / runs.WEIGHTS, weights.state_bytes(loop.parts.module))
         summary = runs.read_json(self.run_dir / runs.SUMMARY)
-        last = {k: _number(v) for k, v in history[-1].items()} if history else {}
+        last = {k: _number(v, k == "epoch") for k, v in history[-1].items()} if history else {}
         summary["trained"] = {"epochs": loop.pos.epoch, "final": last, "device": str(loop.where.device),
                               "precision": self.cfg.precision, "world_size": self.world}
         if loop.where.data.classes:

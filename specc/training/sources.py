@@ -25,9 +25,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 def err(cfg: DataConfig, message: str, hint: str = "", where: Loc | None = None) -> SpecError:
     """At the data file (or its line) when `where` is given, with the spec line in the hint; else at
-    the spec line."""
+    the spec line. (`specc predict` reads files no spec names: their source_loc is the file itself.)"""
     if where is None:
         return SpecError.at(cfg.source_loc, message, hint)
+    if cfg.source_loc.line == 0:
+        return SpecError(Diagnostic.at(where, message, hint))
     at = f"train.data at {cfg.source_loc}"
     return SpecError(Diagnostic.at(where, message, f"{hint} ({at})" if hint else at))
 

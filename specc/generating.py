@@ -13,13 +13,15 @@ from compiler.errors import SpecError, file_loc
 from . import runs
 
 
-def _prompt_ids(prompt: str, byte_tokens: bool) -> list[int]:
+def prompt_ids(prompt: str, byte_tokens: bool, where: str = "--prompt") -> list[int]:
+    """A text run's prompt is its UTF-8 bytes; a tokens: run's is token ids ("464 2068 7586")."""
     if byte_tokens:
         return list(prompt.encode("utf-8"))
     try:
         return [int(t) for t in prompt.replace(",", " ").split()]
     except ValueError:
-        raise SpecError.at(file_loc("--prompt"), "a tokens: run's prompt is token ids", "write --prompt '464 2068 7586'") from None
+        raise SpecError.at(file_loc(where), f"a tokens: run reads token ids, not {prompt[:40]!r}",
+                           "write ids separated by spaces: 464 2068 7586") from None
 
 
 def generate(target: Any = None, prompt: str = "", tokens: int = 100, temperature: float = 1.0,
@@ -37,7 +39,7 @@ def generate(target: Any = None, prompt: str = "", tokens: int = 100, temperatur
     if source not in ("text", "tokens"):
         raise SpecError.at(file_loc(str(run_dir)), "generate samples from language models (text: or tokens: data)",
                            "use specc predict for other runs")
-    ids = _prompt_ids(prompt, source == "text")
+    ids = prompt_ids(prompt, source == "text")
     if not ids:
         raise SpecError.at(file_loc("--prompt"), "the prompt is empty", "give it some text: --prompt 'Once upon'")
     out = _sample(run_dir, spec, ids, tokens, temperature, top_k, seed)
@@ -75,3 +77,4 @@ def _sample(run_dir: Path, spec: Any, ids: list[int], tokens: int, temperature: 
             nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=g)
             x = torch.cat([x, nxt], dim=1)
     return x[0].tolist()
+

@@ -40,7 +40,7 @@ class Predictions:
 
     def csv(self) -> str:
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csv.writer(buf, lineterminator="\n")
         w.writerow(self.header)
         w.writerows([[f"{v:.6g}" if isinstance(v, float) else v for v in r] for r in self.rows])
         return buf.getvalue()
@@ -74,10 +74,10 @@ def predict(target: Any, data: str | Path, onnx: bool = False, batch_size: int =
     cfg, stats = _config(spec, run_dir), _stats(run_dir)
     if not runs.is_trained(run_dir):
         raise SpecError.at(file_loc(str(run_dir)), "this run was never trained", "train it first: specc train RUN")
-    runner = _onnx_runner(run_dir) if onnx else _torch_runner(run_dir)
     path = Path(data)
     if not path.exists():
         raise SpecError.at(file_loc(str(path)), "no such file or folder", "pass a csv or npz file, an image folder or a text file")
+    runner = _onnx_runner(run_dir) if onnx else _torch_runner(run_dir)
     reader = _reader(cfg, spec, stats, path)
     header: list[str] | None = None
     rows: list[list[Any]] = []
@@ -120,7 +120,7 @@ def _onnx_runner(run_dir: Path) -> Runner:
 
 def _reader(cfg: DataConfig, spec: Spec, stats: dict, path: Path) -> Callable[[int], Iterator[Batch]]:
     if cfg.source in ("text", "tokens"):
-        return lambda n: _text(spec, path, n)
+        return lambda n: _text(cfg, spec, path)
     if cfg.source == "images":
         return lambda n: _images(spec, stats, path, n)
     return lambda n: _table(cfg, spec, stats, path, n)
@@ -132,36 +132,60 @@ def _normalized(x: np.ndarray, entry: dict | None) -> np.ndarray:
     return ((x - np.asarray(entry["center"])) / np.asarray(entry["scale"])).astype(np.float32)
 
 
+def _file_config(cfg: DataConfig, path: Path, source: str) -> DataConfig:
+    """A data config for a file that no spec names: its errors point at the file alone."""
+    where = file_loc(str(path))
+    return DataConfig(source, path, cfg.features, cfg.target, cfg.normalize, 0.0, where, where)
+
+
 def _table(cfg: DataConfig, spec: Spec, stats: dict, path: Path, n: int) -> Iterator[Batch]:
+    """csv: the training features by name; npz: them as 1-D arrays, or arrays named after the inputs (or x)."""
     from .training import sources
-    names = cfg.features
-    table_cfg = DataConfig("csv" if path.suffix != ".npz" else "npz", path, names, cfg.target, cfg.normalize, 0.0,
-                           cfg.loc, cfg.source_loc)
-    if table_cfg.source == "npz":
-        arrays = sources.read_npz(table_cfg)
-        inputs = list(spec.inputs)
-        wanted = names or (inputs if all(i in arrays for i in inputs) else ["x"])
-        missing = [w for w in wanted if w not in arrays]
-        if missing:
-            raise SpecError.at(file_loc(str(path)), f"array '{missing[0]}' is not in {path}", f"arrays: {', '.join(arrays)}")
-        xs, show = [np.asarray(arrays[w]) for w in wanted], {}
+    features = stats.get("features") or cfg.features
+    if path.suffix.lower() == ".npz":
+        xs, show = _npz_inputs(sources.read_npz(_file_config(cfg, path, "npz")), spec, features, path)
     else:
-        cols = sources.read_csv(table_cfg)
-        wanted = names or [c for c in cols if c not in (cfg.target or [])]
+        cols = sources.read_csv(_file_config(cfg, path, "csv"))
+        targets = stats.get("targets") or cfg.target or []
+        wanted = features or [c for c in cols if c not in targets]
         missing = [w for w in wanted if w not in cols]
         if missing:
             raise SpecError.at(file_loc(str(path)), f"column '{missing[0]}' is not in {path}",
-                               f"the run was trained on features {', '.join(wanted)}")
+                               f"the run was trained on the columns {', '.join(wanted)}")
         xs, show = [np.stack([cols[w] for w in wanted], axis=1)], {w: cols[w] for w in wanted}
+    _check_inputs(spec, xs, path)
     norms = stats.get("inputs") or [None] * len(xs)
     count = len(xs[0])
     for s in range(0, count, n):
         part = []
         for x, inp, norm in zip(xs, spec.inputs.values(), norms):
-            chunk = x[s:s + n]
+            chunk = np.asarray(x[s:s + n])
             part.append(chunk.astype(np.int64) if inp.dtype.startswith("int") else _normalized(chunk.astype(np.float32), norm))
         rows = [{k: float(v[i]) for k, v in show.items()} for i in range(s, min(s + n, count))]
         yield Batch(part, rows)
+
+
+def _npz_inputs(arrays: dict[str, np.ndarray], spec: Spec, features: list[str] | None,
+                path: Path) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    if features and all(f in arrays and arrays[f].ndim == 1 for f in features):  # one array per column
+        return [np.stack([arrays[f] for f in features], axis=1)], {f: arrays[f] for f in features}
+    inputs = list(spec.inputs)
+    wanted = [w for w in (features or []) if w in arrays] or (inputs if all(i in arrays for i in inputs) else ["x"])
+    missing = [w for w in wanted if w not in arrays]
+    if missing or len(wanted) != len(inputs):
+        raise SpecError.at(file_loc(str(path)), f"array '{(missing or wanted)[0]}' is not in {path}" if missing else
+                           f"{path} gives {len(wanted)} input(s); the model takes {len(inputs)}",
+                           f"name the arrays after the inputs ({', '.join(inputs)}) or x; arrays: {', '.join(arrays)}")
+    xs = [arrays[w] for w in wanted]
+    return xs, {"row": np.arange(len(xs[0]))}
+
+
+def _check_inputs(spec: Spec, xs: list[np.ndarray], path: Path) -> None:
+    for x, (name, inp) in zip(xs, spec.inputs.items()):
+        want = inp.shape[1:]
+        if x.ndim != len(inp.shape) or any(isinstance(w, int) and w != g for w, g in zip(want, x.shape[1:])):
+            raise SpecError.at(file_loc(str(path)), f"{path} gives input '{name}' samples of shape {tuple(x.shape[1:])}, "
+                               f"the model takes ({', '.join(map(str, want))})", f"the input is declared at {inp.loc}")
 
 
 def _images(spec: Spec, stats: dict, path: Path, n: int) -> Iterator[Batch]:
@@ -181,13 +205,20 @@ def _images(spec: Spec, stats: dict, path: Path, n: int) -> Iterator[Batch]:
         yield Batch([x.astype(np.float32)], [{"file": str(f)} for f in part])
 
 
-def _text(spec: Spec, path: Path, n: int) -> Iterator[Batch]:
-    """One prompt per line; each is cut to the model's time limit (its last tokens)."""
+def _text(cfg: DataConfig, spec: Spec, path: Path) -> Iterator[Batch]:
+    """One prompt per line (a tokens: run's lines are token ids); each is cut to the model's time
+    limit (its last tokens), and the model predicts the token after it."""
     inp = next(iter(spec.inputs.values()))
     limit = spec.dims[inp.shape[1]].max if isinstance(inp.shape[1], str) else inp.shape[1]
-    lines = [line for line in path.read_bytes().decode("utf-8", errors="replace").splitlines() if line]
+    from .generating import prompt_ids
+    lines = [line for line in path.read_bytes().decode("utf-8", errors="replace").splitlines() if line.strip()]
+    if not lines:
+        raise SpecError.at(file_loc(str(path)), "the file has no lines to continue", "write one prompt per line")
     for line in lines:
-        ids = np.frombuffer(line.encode("utf-8"), dtype=np.uint8).astype(np.int64)[-(limit or 10**9):]
+        ids = np.asarray(prompt_ids(line, cfg.source == "text", str(path)), dtype=np.int64)[-(limit or 10**9):]
+        if isinstance(inp.shape[1], int) and len(ids) != inp.shape[1]:
+            raise SpecError.at(file_loc(str(path)), f"the model reads exactly {inp.shape[1]} tokens; the line "
+                               f"{line[:40]!r} has {len(ids)}", "make the spec's time dim symbolic, or pad the lines")
         yield Batch([ids[None]], [{"prompt": line}])
 
 
@@ -199,29 +230,38 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+def shown_byte(b: int) -> str:
+    """A byte token as text: itself when printable ASCII, else an escape (\\n, \\x0c, \\xe2)."""
+    return {10: "\\n", 9: "\\t", 13: "\\r"}.get(b) or (chr(b) if 32 <= b < 127 else f"\\x{b:02x}")
+
+
 def _decode(cfg: DataConfig, spec: Spec, stats: dict, out: np.ndarray, batch: Batch) -> tuple[list[str], list[list]]:
     task = spec.train.task  # type: ignore[union-attr]
     keys = list(batch.rows[0]) if batch.rows else []
     if cfg.source in ("text", "tokens"):
-        p = _softmax(out[:, -1])
+        p = _softmax(out[:, -1].astype(np.float64))
         best = p.argmax(-1)
-        show = [chr(int(b)) if cfg.source == "text" and 32 <= b < 127 else int(b) for b in best]
+        show = [shown_byte(int(b)) if cfg.source == "text" else int(b) for b in best]
         return keys + ["next", "probability"], [[r[k] for k in keys] + [s, float(p[i, b])]
                                                 for i, (r, s, b) in enumerate(zip(batch.rows, show, best))]
     if task == "classification":
-        p = _softmax(out.reshape(len(out), -1))
+        p = _softmax(out.reshape(len(out), -1).astype(np.float64))
         best = p.argmax(-1)
         names = stats.get("classes")
         label = [names[b] if names and b < len(names) else int(b) for b in best]
         return keys + ["class", "probability"], [[r[k] for k in keys] + [c, float(p[i, b])]
                                                  for i, (r, c, b) in enumerate(zip(batch.rows, label, best))]
     if task == "binary":
-        p = 1 / (1 + np.exp(-out.reshape(len(out), -1)))
-        return keys + ["probability"], [[r[k] for k in keys] + [float(v[0])] for r, v in zip(batch.rows, p)]
+        p = 1 / (1 + np.exp(-out.reshape(len(out), -1).astype(np.float64)))
+        names = [f"probability_{t}" for t in (stats.get("targets") or cfg.target or [])]
+        names = names if len(names) == p.shape[1] else ["probability"] if p.shape[1] == 1 else \
+            [f"probability_{j}" for j in range(p.shape[1])]
+        return keys + names, [[r[k] for k in keys] + [float(v) for v in row] for r, row in zip(batch.rows, p)]
     y = out.reshape(len(out), -1).astype(np.float64)
     t = stats.get("target")
     if t is not None:
         y = y * np.asarray(t["scale"]) + np.asarray(t["center"])
-    names = cfg.target or [f"y{j}" for j in range(y.shape[1])]
+    names = stats.get("targets") or cfg.target or []
+    names = names if len(names) == y.shape[1] else [f"y{j}" for j in range(y.shape[1])]
     return keys + names, [[r[k] for k in keys] + [float(v) for v in row] for r, row in zip(batch.rows, y)]
 
