@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import inits
 from .calls import Call
 from .errors import SpecError
 from .graph import GNode, Item, Scope, Val
@@ -162,13 +163,8 @@ class _Ejector:
         shape = ", ".join(str(d) for d in args["shape"])
         dtype = f", dtype=torch.{args.get('dtype', 'float32')}"
         init = args.get("init", "zeros")
-        name, value = (init, None) if isinstance(init, str) else next(iter(init.items()))
-        make = {"zeros": f"torch.zeros({shape}{dtype})", "ones": f"torch.ones({shape}{dtype})",
-                "constant": f"torch.full(({shape},), {value!r}{dtype})",
-                "normal": f"torch.empty({shape}{dtype}).normal_(0.0, {value!r})",
-                "trunc_normal": f"nn.init.trunc_normal_(torch.empty({shape}{dtype}), std={value!r})",
-                "uniform": f"torch.empty({shape}{dtype}).uniform_({value[0]!r}, {value[1]!r})"
-                if isinstance(value, list) else ""}[name]
+        make = f"torch.{init}({shape}{dtype})" if init in ("zeros", "ones") else \
+            inits.code(f"torch.empty({shape}{dtype})", init)  # nn.init's functions return the tensor
         if node.op.name == "Parameter":
             grad = "" if args.get("requires_grad", True) else ", requires_grad=False"
             return f"nn.Parameter({make}{grad})"
@@ -249,13 +245,18 @@ class _ClassWriter:
                 self.init.append(f"self.register_parameter({item.keys[0]!r}, {make(node)})")
             else:
                 self.add(item.keys[0], make(node))
+                self.init += [inits.code(f"{self.attr(item.keys[0])}.{p}", i)
+                              for p, i in self.ej.typed.info[node.path].inits.items()]
             ins = [None if v is None else Code(self.names.expr(v)) for v in node.inputs]
             call = node.op.bind(_CodeEmitter(self.ej.typed, node, self.names), ins, node.args, node.op)
             key = item.keys[0]
             callee = f"getattr(self, {key!r})" if kind == "tensor" and not _IDENT.fullmatch(key) else self.attr(key)
             self.body.append(f"{local} = {render(call, callee)}")
             return
-        self.repeated(item, local, [make(n) for n in item.nodes], lambda callee: self.module_call(item, callee))
+        container = self.repeated(item, local, [make(n) for n in item.nodes], lambda callee: self.module_call(item, callee))
+        given = self.ej.typed.info[node.path].inits
+        if given:
+            self.init += [f"for layer in {container}:"] + [f"    {inits.code(f'layer.{p}', i)}" for p, i in given.items()]
 
     def module_call(self, item: Item, callee: str) -> str:
         node = item.nodes[0]
@@ -278,7 +279,7 @@ class _ClassWriter:
         self.add(item.name, "nn.ModuleDict({" + ", ".join(f"{k!r}: {c}" for k, c in zip(keys, ctors)) + "})")
         return f"self.{item.name}.values()"
 
-    def repeated(self, item: Item, local: str, ctors: list[str], call: Any) -> None:
+    def repeated(self, item: Item, local: str, ctors: list[str], call: Any) -> str:
         """Copies of one node, each reading the previous, called in a loop."""
         first = self.names.expr(item.inputs[0]) if len(item.inputs) == 1 else \
             "(" + ", ".join(self.names.expr(v) for v in item.inputs) + ")"
@@ -286,6 +287,7 @@ class _ClassWriter:
         container = self.container(item, ctors)
         self.body += [f"{local} = {first}", f"for layer in {container}:",
                       f"    {local} = {call('layer').replace(_X, star + local)}"]
+        return container
 
     def scope_item(self, item: Item, local: str) -> None:
         built = [self.ej.class_for(s) for s in item.scopes]

@@ -44,6 +44,7 @@ class GNode:
     ref_locs: list[Loc | None] = field(default_factory=list)  # where each input's ref was written
     scope_inputs: list[Val] = field(default_factory=list)  # the enclosing block's inputs: where sizes come from
     ties: list[Tie] = field(default_factory=list)
+    inits: dict[str, tuple[Any, Loc]] = field(default_factory=dict)  # module parameter -> (init, where written)
 
     @property
     def n_outputs(self) -> int | None:

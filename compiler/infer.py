@@ -69,9 +69,10 @@ class NodeRunner:
             if key is not None:
                 p.memo[key] = (a, b, shape, counts, args, module)
         counts = self.ties(node, module, counts)
+        given = self.inits(node, module)
         p.modules[node.path] = module
         p.env_a[node.path], p.env_b[node.path] = a, b
-        p.info[node.path] = NodeInfo(shape, *counts, dict(args))
+        p.info[node.path] = NodeInfo(shape, *counts, dict(args), given)
 
     def tensors_only(self, node: GNode, xs: list) -> None:
         for i, x in enumerate(xs):
@@ -171,6 +172,24 @@ class NodeRunner:
         return ", ".join(fmt_shape(_render(a, b, self.p.sampler)) if isinstance(a, torch.Tensor) else "(tuple)"
                          for a, b in zip(xa, xb) if a is not None)
 
+    def inits(self, node: GNode, module: Any) -> dict[str, Any]:
+        """A module's init: names its own parameters, each with an init its shape allows; one the
+        module was built without (`bias: false`) is skipped."""
+        from . import inits
+        own = dict(module.named_parameters(recurse=False)) if isinstance(module, torch.nn.Module) else {}
+        active = {}
+        for param, (init, loc) in node.inits.items():
+            if param not in own:
+                if param in getattr(module, "_parameters", {}):  # registered as None: switched off
+                    continue
+                raise ShapeError(f"{_desc(node)} has no parameter '{param}' to initialize",
+                                 f"its parameters: {', '.join(own) or 'none'}", loc)
+            bad = inits.problem(init, "float32", own[param].dim())
+            if bad is not None:
+                raise ShapeError(bad[0], bad[1], loc)
+            active[param] = init
+        return active
+
     def ties(self, node: GNode, module: Any, counts: tuple) -> tuple:
         """A tied parameter must have its target's shape; it is counted once, at the target."""
         params, trainable, nbytes = counts
@@ -226,8 +245,8 @@ def _sig(x: Any) -> Any:
 
 
 def _memo_key(node: GNode, xa: list, xb: list) -> Any:
-    if node.op.kind == "tensor" or node.ties:
-        return None  # each owns its own tensor
+    if node.op.kind == "tensor" or node.ties or node.inits:
+        return None  # each owns its own tensor, or says how its own are made
     try:
         args = repr(sorted(node.args.items()))
     except TypeError:

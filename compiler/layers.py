@@ -130,6 +130,10 @@ class _NodeCheck:
         refs, slots = self.refs()
         self.refs_ok = len(self.c.diagnostics) == n_diag
         args = {k: v for k, v in self.e.items() if k not in NODE_KEYS}
+        inits = args.pop("init", None) if self.op is not None and self.op.kind == "module" else None
+        if inits is not None and not inits.is_map:
+            self.c.error(inits.loc, "a module's init: maps its parameters to initial values",
+                         "init: {weight: {normal: 0.02}, bias: zeros}")
         self.node_keys()
         body = None
         if self.op is not None:
@@ -142,7 +146,7 @@ class _NodeCheck:
             return None
         return NodeDecl(name, derived, self.op.name if self.op else None, self.block, body, refs, slots,
                         self.e.get("repeat"), self.e.get("names"), self.e.get("when"), self.e.get("tie"), args,
-                        self.raw.loc)
+                        self.raw.loc, inits)
 
     # --- kind ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from . import inits
 from .calls import Call
 from .graph import GNode, Val
 from .shapes import DTYPES, TypedGraph
@@ -47,20 +48,7 @@ def _owner(root: nn.Module, path: str) -> tuple[nn.Module, str]:
 def make_tensor(args: dict[str, Any]) -> torch.Tensor:
     """The initial value of a Parameter or Buffer node."""
     t = torch.empty(*args["shape"], dtype=DTYPES[args.get("dtype", "float32")])
-    init = args.get("init", "zeros")
-    name, value = (init, None) if isinstance(init, str) else next(iter(init.items()))
-    with torch.no_grad():
-        if name in ("zeros", "ones"):
-            t.fill_(0 if name == "zeros" else 1)
-        elif name == "constant":
-            t.fill_(value)
-        elif name == "normal":
-            t.normal_(0.0, value)
-        elif name == "trunc_normal":
-            nn.init.trunc_normal_(t, std=value)
-        else:
-            t.uniform_(value[0], value[1])
-    return t
+    return inits.apply(t, args.get("init", "zeros"))
 
 
 def build_modules(typed: TypedGraph) -> nn.Module:
@@ -72,7 +60,10 @@ def build_modules(typed: TypedGraph) -> nn.Module:
         owner, leaf = (None, "") if node.op.kind == "function" else _owner(root, node.path)
         if node.op.kind == "module":
             kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in node.op.ctor_args(args).items()}
-            owner.add_module(leaf, resolve(node.op.target)(**kwargs))
+            module = resolve(node.op.target)(**kwargs)
+            for param, init in typed.info[node.path].inits.items():
+                inits.apply(getattr(module, param), init)
+            owner.add_module(leaf, module)
         elif node.op.name == "Parameter":
             owner.register_parameter(leaf, nn.Parameter(make_tensor(args), requires_grad=args.get("requires_grad", True)))
         elif node.op.kind == "tensor":

@@ -236,11 +236,11 @@ FUNCTIONS: dict[str, _Fn] = {
 
 # --- tensors a node owns --------------------------------------------------------------------
 
-INITS = ("zeros", "ones", "normal", "uniform", "trunc_normal", "constant")
 _TENSOR_ARGS = (_a("shape", "[int, ...]"), _a("init", "any", "zeros"))
 TENSORS: dict[str, tuple[str, tuple[Arg, ...]]] = {
     "Parameter": ("a learnable tensor (nn.Parameter); init: zeros | ones | {normal: std} | {uniform: [a, b]} | "
-                  "{trunc_normal: std} | {constant: v}", _TENSOR_ARGS + (_a("requires_grad", "bool", True),)),
+                  "{trunc_normal: std} | {constant: v} | xavier_uniform | kaiming_normal | ...",
+                  _TENSOR_ARGS + (_a("requires_grad", "bool", True),)),
     "Buffer": ("a tensor saved with the weights but not learned (register_buffer)",
                _TENSOR_ARGS + (_a("persistent", "bool", True), _a("dtype", "'float32' | 'int64' | 'bool'", "float32"))),
 }

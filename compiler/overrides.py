@@ -1,7 +1,8 @@
 """`--set` overrides, merged into the located tree before checking.
 
 A key is a param name (`depth=6`) or a dotted path into the spec (`train.optimizer.lr=0.01`,
-`layers.0.out_features=32`). Values are YAML scalars or flow collections, parsed with the
+`layers.0.out_features=32`); a path may add keys and sections the spec lacks (`train.data.text=book.txt`),
+which are then checked like any others. Values are YAML scalars or flow collections, parsed with the
 same loader as specs, so `--set on=on` stays a string and tags are refused.
 """
 from __future__ import annotations
@@ -111,9 +112,9 @@ def _apply(tree: Node, key: str, value: Node, loc: Loc) -> None:
                 node.value[part] = value
                 node.key_locs.setdefault(part, loc)
                 return
-            if part not in node.value:
-                raise SpecError.at(loc, f"--set {key}: no key '{part}' in {where}",
-                                   did_you_mean(part, node.value, "key") or f"keys there: {', '.join(node.value) or 'none'}")
+            if part not in node.value:  # a new section or key: the checker judges it (and its spelling)
+                node.value[part] = Node({}, loc)
+                node.key_locs[part] = loc
             node = node.value[part]
         elif node.is_seq:
             if not part.isdigit() or int(part) >= len(node.value):

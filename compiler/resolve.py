@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import Collector, SpecError, did_you_mean
 from .expr import evaluate
+from . import inits
 from .graph import Env, GNode, Graph, Item, Scope, Tie, Val
 from .layers import IDENT
 from .ops import OpDef, lookup
@@ -309,11 +310,11 @@ class _Resolver:
             self.c.error(decl.repeat.loc, f"repeat needs a node with one input and one output; {op.name} has "  # type: ignore[union-attr]
                          f"{len(vals)} and {op.n_outputs(args) or 'several'}", "repeat a block whose outputs feed its inputs")
             return None
-        ties = self.ties(decl, op, ctx.params, path)
-        if ties is None or self.total_guard(decl, 1):
+        ties, given = self.ties(decl, op, ctx.params, path), self.inits(decl, ctx.params)
+        if ties is None or given is None or self.total_guard(decl, 1):
             return None
         node = GNode(path, op, args, list(vals), decl.loc, {k: v.loc for k, v in decl.args.items()}, list(locs),
-                     list(ctx.scope_inputs), ties)
+                     list(ctx.scope_inputs), ties, given)
         self.nodes.append(node)
         self.by_path[path] = node
         item.nodes.append(node)
@@ -337,6 +338,23 @@ class _Resolver:
                              did_you_mean(str(key), known, "key") or "name a state_dict key such as transformer.wte.weight")
                 return None  # type: ignore[return-value]
             out.append(Tie(param, key, owner, loc, decl.tie.key_locs.get(param, loc)))
+        return out
+
+    def inits(self, decl: NodeDecl, scope: dict) -> dict | None:
+        """`init: {weight: {normal: 0.02}, bias: zeros}`: each value checked (the names, once the
+        module exists)."""
+        if decl.inits is None or not decl.inits.is_map:
+            return {}
+        out = {}
+        for param, node in decl.inits.value.items():
+            value = self.value(node, scope)
+            if value is _FAIL:
+                return None
+            bad = inits.problem(value)
+            if bad is not None:
+                self.c.error(node.loc, *bad)
+                return None
+            out[param] = (value, decl.inits.key_locs.get(param, node.loc))
         return out
 
     def total_guard(self, decl: NodeDecl, n: int) -> bool:
@@ -408,36 +426,16 @@ _NO_OP = OpDef("", "function", "", {})
 
 
 def _tensor_args(args: dict, decl: NodeDecl, c: Collector) -> bool:
-    """Parameter/Buffer: a shape of positive sizes and a known init."""
-    from .ops import INITS
+    """Parameter/Buffer: a shape of positive sizes and an init that fits its dtype."""
     shape, init = args.get("shape", []), args.get("init", "zeros")
     loc = decl.args["shape"].loc if "shape" in decl.args else decl.loc
     if not shape or any(d < 1 for d in shape):
         c.error(loc, f"shape must list positive sizes, got {shape!r}", "shape: [1, 1, 768]")
         return False
-    name, value = (init, None) if isinstance(init, str) else next(iter(init.items())) if (
-        isinstance(init, dict) and len(init) == 1) else (None, None)
-    iloc = decl.args["init"].loc if "init" in decl.args else decl.loc
-    if name not in INITS or (name in ("zeros", "ones")) != (value is None and isinstance(init, str)):
-        c.error(iloc, f"unknown init {init!r}", "zeros | ones | {normal: 0.02} | {uniform: [-0.1, 0.1]} | "
-                "{trunc_normal: 0.02} | {constant: 0.5}")
-        return False
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    ok = (name in ("normal", "trunc_normal", "constant") and number(value)) or name in ("zeros", "ones") or (
-        name == "uniform" and isinstance(value, list) and len(value) == 2 and all(number(v) for v in value))
-    if not ok:
-        c.error(iloc, f"init {name} takes {'[low, high]' if name == 'uniform' else 'a number'}, got {value!r}",
-                "{normal: 0.02} (the std) or {uniform: [-0.1, 0.1]}")
-        return False
-    if name in ("normal", "trunc_normal") and value < 0 or name == "uniform" and value[0] > value[1]:
-        c.error(iloc, f"init {name} needs {'a std ≥ 0' if name != 'uniform' else 'low ≤ high'}, got {value!r}",
-                "{normal: 0.02}" if name != "uniform" else "{uniform: [-0.1, 0.1]}")
-        return False
-    if args.get("dtype", "float32") != "float32" and name in ("normal", "trunc_normal", "uniform"):
-        c.error(iloc, f"init {name} draws floats; this {decl.op} is {args['dtype']}",
-                "use zeros, ones or {constant: v} for integer and boolean tensors")
-        return False
-    return True
+    bad = inits.problem(init, args.get("dtype", "float32"), len(shape))
+    if bad is not None:
+        c.error(decl.args["init"].loc if "init" in decl.args else decl.loc, *bad)
+    return bad is None
 
 
 def _short(value: Any) -> str:

@@ -33,6 +33,7 @@ class NodeInfo:
     trainable: int = 0
     bytes: int = 0  # parameters and buffers
     args: dict[str, Any] = field(default_factory=dict)  # with inferred sizes filled in
+    inits: dict[str, Any] = field(default_factory=dict)  # the module's init: for the parameters it has
 
 
 @dataclass

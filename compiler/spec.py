@@ -66,6 +66,7 @@ class NodeDecl:
     tie: Node | None
     args: dict[str, Node]
     loc: Loc
+    inits: Node | None = None  # a module node's `init: {weight: ..., bias: ...}`
 
     @property
     def what(self) -> str:
