@@ -107,7 +107,7 @@ def _causal_mask(e: Emitter, x: Any, axis: int) -> Any:
     as `nn.Transformer.generate_square_subsequent_mask` marks with -inf."""
     n = e.size(x, axis)
     ones = e.call(Call("function", "torch.ones", (n, n), {"device": e.attr(x, "device")}))
-    return e.call(Call("method", "bool", (e.call(Call("method", "triu", (ones, 1))),)))
+    return e.call(Call("function", "torch.ne", (e.call(Call("function", "torch.triu", (ones, 1))), 0)))
 
 
 def _with_masks(e: Emitter, x: Any, masks: dict[str, Any], args: dict, op: Any) -> dict:

@@ -70,7 +70,9 @@ def corners(grid: list[dict[str, int]]) -> list[dict[str, int]]:
 
 
 def make_inputs(inputs: Mapping[str, InputDecl], sizes: Mapping[str, int], seed: int = 0) -> list[torch.Tensor]:
-    """Seeded: floats from N(0, 1), integers uniformly from their `range`."""
+    """Seeded: floats from N(0, 1), integers uniformly from their `range`, bools (masks) at random
+    but with the first position of the last dim False, so no attention row is masked entirely
+    (its softmax is undefined: NaN in torch, a uniform average in some runtimes)."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for inp in inputs.values():
@@ -79,16 +81,32 @@ def make_inputs(inputs: Mapping[str, InputDecl], sizes: Mapping[str, int], seed:
         if dtype.is_floating_point:
             out.append(torch.randn(*shape, generator=g).to(dtype))
         elif dtype == torch.bool:
-            out.append(torch.randint(0, 2, shape, generator=g).bool())
+            mask = torch.randint(0, 2, shape, generator=g).bool()
+            if mask.dim():
+                mask[..., 0] = False
+            out.append(mask)
         else:
             lo, hi = inp.range or (0, 2)
             out.append(torch.randint(int(lo), int(hi), shape, generator=g, dtype=dtype))
     return out
 
 
-def example_inputs(inputs: Mapping[str, InputDecl], seed: int = 0, decls: Dims | None = None) -> list[torch.Tensor]:
-    decls = decls or {}
-    return make_inputs(inputs, {s: example_size(decls.get(s)) for s in symbols(inputs)}, seed)
+def example_sizes(inputs: Mapping[str, InputDecl], dims: Mapping[str, list[int]] | None = None,
+                  decls: Dims | None = None) -> dict[str, int]:
+    """The trace example's size of each symbol: the smallest size from 2 up that the spec's
+    `export.dims` checks (a size the model is known to take: a ResNet's height is not 2), else 2,
+    or the smallest size the dim's constraints allow. Never 0 or 1, which exporters specialise on."""
+    dims, decls = dims or {}, decls or {}
+    out = {}
+    for s in symbols(inputs):
+        given = sorted(dims.get(s) or [])
+        out[s] = next((g for g in given if g >= EXAMPLE), given[-1]) if given else example_size(decls.get(s))
+    return out
+
+
+def example_inputs(inputs: Mapping[str, InputDecl], seed: int = 0, decls: Dims | None = None,
+                   dims: Mapping[str, list[int]] | None = None) -> list[torch.Tensor]:
+    return make_inputs(inputs, example_sizes(inputs, dims, decls), seed)
 
 
 def torch_dynamic_shapes(inputs: Mapping[str, InputDecl], decls: Dims | None = None) -> dict[str, dict[int, Any]]:

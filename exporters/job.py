@@ -37,7 +37,7 @@ class ExportJob:
 
     def __post_init__(self) -> None:
         if not self.example:
-            self.example = example_inputs(self.inputs, self.config.seed, self.dims)
+            self.example = example_inputs(self.inputs, self.config.seed, self.dims, self.config.dims)
 
     @property
     def output_names(self) -> list[str]:

@@ -6,13 +6,14 @@ locations still point at the spec's node.
 
 - 3-D `scaled_dot_product_attention` (q/k/v [batch, seq, dim], which torch accepts) becomes one head
   of a 4-D call and back: onnxscript translates only 4-D query, key and value.
-- A call whose target fx cannot name in generated code (a static method, such as
-  `Transformer.generate_square_subsequent_mask`) calls a module-level function instead.
+- `MaxPool1d` becomes a `max_pool2d` over a height of one (for pt2): torch.export specializes the
+  length of a 1-D max pool to the example size.
+- `x.bool()` becomes `x.to(torch.bool)` (for TorchScript, which has no `Tensor.bool`), so a causal
+  mask does not force tracing.
 """
 from __future__ import annotations
 
 import copy
-import importlib
 from typing import Any, Callable, Optional
 
 import torch
@@ -34,47 +35,15 @@ def sdpa_one_head(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return out.squeeze(1)
 
 
-def square_subsequent_mask(sz: int, device: Optional[torch.device] = None,
-                           dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """`nn.Transformer.generate_square_subsequent_mask`, as a function fx can name (and TorchScript type)."""
-    return torch.triu(torch.full((sz, sz), float("-inf"), dtype=dtype or torch.float32,
-                                 device=device or torch.device("cpu")), diagonal=1)
-
-
-_TYPED = {torch.nn.Transformer.generate_square_subsequent_mask: square_subsequent_mask}
-
-
-def _nameable(target: Any) -> bool:
-    """Whether fx's generated code can reach `target` by its qualified name."""
-    from torch.fx.graph import _is_from_torch
-    from torch.fx.node import _get_qualified_name
-    if not callable(target) or not _is_from_torch(target):
-        return True  # fx passes it to the code as a global
-    try:
-        module, _, name = _get_qualified_name(target).rpartition(".")
-        return getattr(importlib.import_module(module), name) is target
-    except Exception:
-        return False
-
-
-def _alias(target: Callable) -> Callable:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return target(*args, **kwargs)
-    call.__name__ = call.__qualname__ = getattr(target, "__name__", "call")
-    return call
-
-
-def nameable_targets(module: fx.GraphModule) -> list[str]:
-    """Point calls fx cannot name at module-level functions, in place; returns a note per node changed."""
-    notes = []
-    for node in module.graph.nodes:
-        if node.op == "call_function" and not _nameable(node.target):
-            name = getattr(node.target, "__qualname__", str(node.target))
-            node.target = _TYPED.get(node.target) or _alias(node.target)
-            notes.append(f"'{node.meta.get('specc_path', node.name)}' calls {name} through a module-level function")
-    if notes:
-        module.recompile()
-    return notes
+def max_pool1d_as_2d(x: torch.Tensor, kernel_size: int, stride: int, padding: int, dilation: int,
+                     ceil_mode: bool, return_indices: bool) -> Any:
+    """`F.max_pool1d` on [batch, channels, length] as a 2-D pool over [batch, channels, 1, length];
+    the indices are the same (the height is one)."""
+    out = F.max_pool2d(x.unsqueeze(-2), (1, kernel_size), (1, stride), (0, padding), (1, dilation), ceil_mode,
+                       return_indices)
+    if return_indices:
+        return out[0].squeeze(-2), out[1].squeeze(-2)
+    return out.squeeze(-2)
 
 
 def _query_rank(node: fx.Node) -> int | None:
@@ -108,12 +77,53 @@ def sdpa_to_4d(module: fx.GraphModule, example: list[torch.Tensor]) -> list[str]
     return notes
 
 
-def for_onnx(module: fx.GraphModule, example: list[torch.Tensor]) -> tuple[fx.GraphModule, list[str]]:
-    """The module the ONNX exporters see: a copy with the gaps above lowered away (the same module
-    when nothing applies), and a note per rewrite."""
+def _one(v: Any) -> int:
+    return v[0] if isinstance(v, (tuple, list)) else v
+
+
+def max_pool1d_to_2d(module: fx.GraphModule, example: list[torch.Tensor]) -> list[str]:
+    """MaxPool1d modules become `max_pool1d_as_2d` calls, in place; returns a note per node changed."""
+    notes = []
+    for node in module.graph.nodes:
+        if node.op != "call_module" or not isinstance(module.get_submodule(node.target), torch.nn.MaxPool1d):
+            continue
+        m = module.get_submodule(node.target)
+        stride = m.stride if m.stride is not None else m.kernel_size
+        node.op, node.target = "call_function", max_pool1d_as_2d
+        node.args = (node.args[0], _one(m.kernel_size), _one(stride), _one(m.padding), _one(m.dilation), m.ceil_mode,
+                     m.return_indices)
+        notes.append(f"'{node.meta.get('specc_path', node.name)}': MaxPool1d exported as a 2-D pool of height 1")
+    if notes:
+        module.recompile()
+    return notes
+
+
+def bool_as_to(module: fx.GraphModule, example: list[torch.Tensor]) -> list[str]:
+    """`x.bool()` calls become `x.to(torch.bool)`, in place; returns a note per node changed."""
+    notes = []
+    for node in module.graph.nodes:
+        if node.op == "call_method" and node.target == "bool" and len(node.args) == 1 and not node.kwargs:
+            node.target, node.args = "to", (node.args[0], torch.bool)
+            owner = next((u.meta.get("specc_path") for u in node.users if u.meta.get("specc_path")), node.name)
+            notes.append(f"'{owner}': Tensor.bool() scripted as Tensor.to(torch.bool)")
+    if notes:
+        module.recompile()
+    return notes
+
+
+REWRITES: dict[str, list[Callable[[fx.GraphModule, list[torch.Tensor]], list[str]]]] = {
+    "onnx": [sdpa_to_4d],
+    "pt2": [max_pool1d_to_2d],
+    "torchscript": [bool_as_to],
+}
+
+
+def for_format(fmt: str, module: fx.GraphModule, example: list[torch.Tensor]) -> tuple[fx.GraphModule, list[str]]:
+    """The module a format's exporter sees: a copy with that exporter's gaps lowered away (the
+    same module when nothing applies), and a note per rewrite."""
     copied = fx.GraphModule(module, copy.deepcopy(module.graph), module.__class__.__name__)
     copied.specc_output_names = getattr(module, "specc_output_names", [])
-    notes = sdpa_to_4d(copied, example)
+    notes = [note for rewrite in REWRITES.get(fmt, []) for note in rewrite(copied, example)]
     if not notes:
         return module, []
     copied.graph.lint()

@@ -46,23 +46,31 @@ class _Failed(Exception):
 
 def export(job: ExportJob) -> Artifact:
     start = time.perf_counter()
-    module, notes = rewrite.for_onnx(job.module, job.example)
+    module, notes = rewrite.for_format("onnx", job.module, job.example)
     cap = Captured()
     model, exporter, values = _model(job, module, notes, cap)
-    try:
-        declared = onnx_shapes(model, job.inputs, job.outputs)  # strict shape inference runs here
-        onnx.checker.check_model(model)
-    except Exception as e:
-        raise ExportError("onnx", f"onnx.checker rejects the exported model: {blame.root_cause(e)}",
-                          "try --exporter legacy or another --opset") from None
+    large = job.weight_bytes > EXTERNAL_DATA_BYTES  # the checker reads a model this size from its file
+    declared = _checked(lambda: onnx_shapes(model, job.inputs, job.outputs))  # strict shape inference
+    if not large:
+        _checked(lambda: onnx.checker.check_model(model))
     meta = dict(job.metadata, exporter=exporter, opset=str(job.config.opset), parity="pending")
     if values:
         meta["node_values"] = json.dumps(values)
     set_metadata(model, meta)
     _save(model, job)
+    if large:
+        _checked(lambda: onnx.checker.check_model(str(job.path("onnx"))))
     art = Artifact("onnx", job.path("onnx"), time.perf_counter() - start, notes, cap.summary(), exporter)
     art.declared = declared
     return art
+
+
+def _checked(check: Callable[[], Any]) -> Any:
+    try:
+        return check()
+    except Exception as e:
+        raise ExportError("onnx", f"onnx.checker rejects the exported model: {blame.root_cause(e)}",
+                          "try --exporter legacy or another --opset") from None
 
 
 def _model(job: ExportJob, module: Any, notes: list[str], cap: Captured) -> tuple[onnx.ModelProto, str, dict]:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import blame
+from . import blame, rewrite
 from .artifact import Artifact, staged
 from .capture import capture
 from .errors import ExportError, raise_if_io
@@ -19,18 +19,19 @@ DEPRECATED = "TorchScript is deprecated in PyTorch 2.x; prefer pt2 or onnx for n
 def export(job: ExportJob) -> Artifact:
     start = time.perf_counter()
     path = job.path("torchscript")
-    notes = [DEPRECATED]
+    module, rewrites = rewrite.for_format("torchscript", job.module, job.example)
+    notes = [DEPRECATED] + rewrites
     with capture() as cap:
         try:
-            scripted = torch.jit.script(job.module)
+            scripted = torch.jit.script(module)
             method = "script"
         except Exception as e:  # TorchScript rejects many Python constructs
             reason = blame.root_cause(e, 200)
             try:
-                scripted = torch.jit.trace(job.module, tuple(job.example), check_trace=False)
+                scripted = torch.jit.trace(module, tuple(job.example), check_trace=False)
             except Exception as e2:
                 raise_if_io(e2, path)
-                node = blame.culprit(e2, job.module)
+                node = blame.culprit(e2, module)
                 raise ExportError("torchscript", f"neither script nor trace worked: {blame.root_cause(e2, 200)}"
                                   f"{blame.where(node)}", "export pt2 or onnx instead",
                                   node.meta.get("specc_loc") if node is not None else None) from None

@@ -202,7 +202,10 @@ def export(
             print("error: parity failed (see export/parity.json); pass --allow-mismatch to accept it", file=sys.stderr)
             return 0 if allow_mismatch else 1
         if not quiet:
-            print(f"parity passed: {len(rep.checks)} checks within atol {rep.atol:g}, rtol {rep.rtol:g}"
+            values = sum(c.kind == "values" for c in rep.checks)
+            metric = len(rep.checks) - values
+            print(f"parity passed: {values} checks within atol {rep.atol:g}, rtol {rep.rtol:g}"
+                  + (f", {metric} task-metric check{'s' if metric != 1 else ''}" if metric else "")
                   + (", declared shapes as the spec's" if rep.declared_shapes else ""))
         return 0
 

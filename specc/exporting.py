@@ -19,7 +19,7 @@ from typing import Any, Callable
 from compiler.errors import Diagnostic, SpecError, file_loc, first_line
 from compiler.export_section import FORMATS, ExportConfig
 from exporters import compiled as compile_check
-from exporters import locate, parity, report as reports, rewrite, to_onnx, to_pt2, to_torchscript, variants
+from exporters import locate, parity, report as reports, to_onnx, to_pt2, to_torchscript, variants
 from exporters.artifact import Artifact
 from exporters.capture import capture
 from exporters.declared import DeclaredShapes, onnx_shapes, pt2_shapes
@@ -51,7 +51,7 @@ class ExportOptions:
     optimize: str | None = None  # O1 | O2 | O3
     max_drop: float = 1.0  # accuracy points, or percent relative error
 
-    def variants(self) -> list[str]:
+    def deployments(self) -> list[str]:
         if self.quantize is not None and self.quantize != "int8":
             raise SpecError.at(file_loc("--quantize"), f"unknown quantization {self.quantize!r}", "--quantize int8")
         if self.optimize is not None and self.optimize not in variants.LEVELS:
@@ -81,7 +81,7 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     run_dir = _run_dir(target)
     compiled = compile_run(run_dir)
     cfg = compiled.spec.export.override(opset=opts.opset, atol=opts.atol, rtol=opts.rtol, exporter=opts.exporter)
-    wanted = opts.variants()
+    wanted = opts.deployments()
     chosen = _formats(formats, cfg, wanted, say)
     _check_plugin_formats(compiled, chosen)
     trained = runs.is_trained(run_dir)
@@ -92,7 +92,7 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
         session.produce(chosen)
         rep = session.check(trained)
         if wanted and "onnx" in session.runners:
-            session.variants(rep, wanted, _validation(compiled, say))
+            session.deploy(rep, wanted, _validation(compiled, say))
         rep.passed = parity.verdict(rep.checks, rep.declared_shapes, rep.errors)
         if opts.latency and session.runners:
             session.measure(rep)
@@ -117,14 +117,11 @@ def _formats(formats: Any, cfg: ExportConfig, wanted: list[str], say: Callable[[
 def _job(compiled: Any, cfg: ExportConfig, run_dir: Path) -> ExportJob:
     spec, typed, module = compiled.spec, compiled.typed, compiled.module
     module.train(False)  # eval mode
-    notes = rewrite.nameable_targets(module)  # a call fx cannot name would fail in every format, eager too
     shapes = {path: info.shape for path, info in typed.info.items()}
     outputs = {name: typed.shape_of(v) for name, v in typed.graph.outputs}
     meta = {"spec_hash": spec.hash, "version": __version__, "spec_name": spec.name}
-    job = ExportJob(module, spec.inputs, outputs, run_dir / "export", cfg, typed.dims, meta, shapes, typed.bytes,
-                    _onnx_step)
-    job.cache["notes"] = notes
-    return job
+    return ExportJob(module, spec.inputs, outputs, run_dir / "export", cfg, typed.dims, meta, shapes, typed.bytes,
+                     _onnx_step)
 
 
 class _Session:
@@ -167,8 +164,6 @@ class _Session:
             art = _found(fmt, path)
         else:
             art = EXPORTERS[fmt](self.job)
-            if fmt == "onnx":
-                art.notes[:0] = self.job.cache.get("notes", [])
         try:
             runner = LOADERS[fmt](path)
         except ExportError:
@@ -195,7 +190,7 @@ class _Session:
             rep.divergence = _divergence(rep, job)
         return rep
 
-    def variants(self, rep: parity.ParityReport, wanted: list[str], validation: Any) -> None:
+    def deploy(self, rep: parity.ParityReport, wanted: list[str], validation: Any) -> None:
         data, why = validation
         if data is None:
             rep.notes.append(f"{why}: the variants are compared with fp32 on seeded inputs instead of a task metric")
@@ -390,12 +385,14 @@ def _verdict(passed: bool, error: str = "") -> Any:
 
 def _variants_table(checks: list[parity.Check]) -> Any:
     from rich.table import Table
-    table = Table(header_style="bold", title="deployment variants (against fp32)", title_justify="left")
+    notes = dict.fromkeys(str((c.metric or {}).get("on")) for c in checks)
+    table = Table(header_style="bold", title="deployment variants (against fp32)", title_justify="left",
+                  caption="metric on the " + "; ".join(notes), caption_justify="left")
     for col in ("format", "metric", "fp32", "variant", "drop", "size", "latency", "verdict"):
         table.add_column(col, justify="left" if col in ("format", "metric", "verdict") else "right")
     for c in checks:
         m, size, lat = c.metric or {}, c.size_mb or {}, (c.latency_ms or {}).get("ratio", {})
-        table.add_row(c.format, f"{m.get('name')} ({m.get('on')})", f"{m.get('reference'):.4g}",
+        table.add_row(c.format, str(m.get("name")), f"{m.get('reference'):.4g}",
                       f"{m.get('quantized'):.4g}", f"{m.get('drop'):.3g} {m.get('unit')}",
                       f"{size.get('variant', 0):.2f} MB ({size.get('ratio', 0):.2f}x)",
                       ", ".join(f"{k}: {v:.2f}x" for k, v in lat.items()), _verdict(c.passed))

@@ -10,13 +10,11 @@ from typing import Any
 from exporters.errors import WriteError
 
 
-def _umask() -> int:
+def _mode() -> int:
+    """What open() would give a new file under the current umask (mkstemp makes 0600)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
-
-
-_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp makes 0600
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -30,7 +28,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except OSError as e:
         raise WriteError(path, e.strerror or str(e)) from None
     try:
-        os.fchmod(fd, _MODE)
+        os.fchmod(fd, _mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
