@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from .errors import Collector, Loc, SpecError, did_you_mean
 from .source import Node
+from .types import is_number
 
 MAX_EXPR_LEN = 500
 MAX_MAGNITUDE = 2**63
@@ -52,12 +53,8 @@ class ExprError(Exception):
         self.message, self.hint = message, hint
 
 
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _check(x: Any) -> Any:
-    if _number(x) and (abs(x) >= MAX_MAGNITUDE or (isinstance(x, float) and math.isnan(x))):
+    if is_number(x) and (abs(x) >= MAX_MAGNITUDE or (isinstance(x, float) and math.isnan(x))):
         raise ExprError("expression result is out of range", "keep values within ±2**63")
     if isinstance(x, (list, str)) and len(x) > MAX_LIST:
         raise ExprError("expression result is too long", f"keep lists and strings under {MAX_LIST} items")
@@ -65,7 +62,7 @@ def _check(x: Any) -> Any:
 
 
 def _kind(x: Any) -> str:
-    return "a boolean" if isinstance(x, bool) else "a number" if _number(x) else "a string" if isinstance(x, str) \
+    return "a boolean" if isinstance(x, bool) else "a number" if is_number(x) else "a string" if isinstance(x, str) \
         else "a list" if isinstance(x, list) else "null" if x is None else type(x).__name__
 
 
@@ -104,7 +101,7 @@ class _Walker:
         v = self.walk(node.operand)
         if isinstance(node.op, ast.Not):
             return not v
-        if not _number(v):
+        if not is_number(v):
             raise ExprError(f"cannot negate {_kind(v)}", "unary + and - take numbers")
         return -v if isinstance(node.op, ast.USub) else +v
 
@@ -112,10 +109,10 @@ class _Walker:
         if type(node.op) not in _BINOPS:
             raise ExprError(f"operator '{type(node.op).__name__}' is not allowed in expressions", f"use {_ALLOWED}")
         a, b = self.walk(node.left), self.walk(node.right)
-        numbers = (_number(a) or isinstance(a, bool)) and (_number(b) or isinstance(b, bool))
+        numbers = (is_number(a) or isinstance(a, bool)) and (is_number(b) or isinstance(b, bool))
         lists = isinstance(node.op, ast.Add) and isinstance(a, list) and isinstance(b, list)
         if not numbers and not lists:
-            bad = a if not (_number(a) or isinstance(a, bool)) else b
+            bad = a if not (is_number(a) or isinstance(a, bool)) else b
             raise ExprError(f"{_kind(bad)} is not a number in arithmetic", "only numbers take + - * / // % **")
         if isinstance(node.op, ast.Pow) and (abs(b) > 256 or (abs(a) > 1 and abs(b) * math.log2(abs(a)) > 64)):
             raise ExprError("expression result is out of range", "keep values within ±2**63")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .types import is_number
+
 _PLAIN = ("zeros", "ones", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")
 _STD = ("normal", "trunc_normal")
 _GAIN = ("xavier_uniform", "xavier_normal")
@@ -33,23 +35,19 @@ def parse(init: Any) -> tuple[str | None, Any]:
     return None, None
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def problem(init: Any, dtype: str = "float32", rank: int | None = None) -> tuple[str, str] | None:
     """(message, hint) if `init` is not a valid init for a tensor of this dtype (and rank), else None."""
     name, value = parse(init)
     if name is None:
         return f"unknown init {init!r}", FORMS
-    if name in _STD and not (_number(value) and value >= 0):
+    if name in _STD and not (is_number(value) and value >= 0):
         return f"init {name} takes a std ≥ 0, got {value!r}", f"{{{name}: 0.02}}"
-    if name == "uniform" and not (isinstance(value, list) and len(value) == 2 and all(map(_number, value))
+    if name == "uniform" and not (isinstance(value, list) and len(value) == 2 and all(map(is_number, value))
                                   and value[0] <= value[1]):
         return f"init uniform takes [low, high] with low ≤ high, got {value!r}", "{uniform: [-0.1, 0.1]}"
-    if name == "constant" and not _number(value):
+    if name == "constant" and not is_number(value):
         return f"init constant takes a number, got {value!r}", "{constant: 0.5}"
-    if name in _GAIN and value is not None and not (_number(value) and value > 0):
+    if name in _GAIN and value is not None and not (is_number(value) and value > 0):
         return f"init {name} takes a gain > 0, got {value!r}", f"{{{name}: 1.0}}"
     if name in _MODE and value not in (None, "fan_in", "fan_out"):
         return f"init {name} takes fan_in or fan_out, got {value!r}", f"{{{name}: fan_out}}"

@@ -83,6 +83,11 @@ def _atom(s: str) -> tuple[T, str]:
     raise TypeSyntaxError(f"unknown type at {s!r}")
 
 
+def is_number(v: Any) -> bool:
+    """An int or float that is not a bool (YAML's true is not 1 here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 

@@ -7,14 +7,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from exporters.artifact import file_mode
 from exporters.errors import WriteError
 
 
-def _mode() -> int:
-    """What open() would give a new file under the current umask (mkstemp makes 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -28,7 +24,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except OSError as e:
         raise WriteError(path, e.strerror or str(e)) from None
     try:
-        os.fchmod(fd, _mode())
+        os.fchmod(fd, file_mode())  # what open() would give; mkstemp makes 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
