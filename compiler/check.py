@@ -16,6 +16,7 @@ from .layers import IDENT, MAX_NAME, RESERVED, BodyChecker, check_body, ident
 from .ops import REGISTRY
 from .source import Node
 from .spec import BLOCK_KEYS, DIM_KEYS, DTYPES, TOP_KEYS, BlockDecl, Body, DimDecl, InputDecl, Spec
+from .sampling import MAX_SYMBOLS
 from .train_section import check_train
 
 SPEC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -135,8 +136,9 @@ def _input(key: str, value: Node, loc: Loc, params: dict, c: Collector) -> Input
         dtype_node = value.get("dtype")
         if dtype_node is not None:
             dtype = dtype_node.value
-            if dtype not in DTYPES:
-                c.error(dtype_node.loc, f"unknown dtype {dtype!r}", did_you_mean(str(dtype), DTYPES, "dtype"))
+            if not isinstance(dtype, str) or dtype not in DTYPES:
+                c.error(dtype_node.loc, f"unknown dtype {dtype_node.plain()!r}",
+                        did_you_mean(str(dtype_node.plain()), DTYPES, "dtype") or f"dtypes: {', '.join(DTYPES)}")
                 dtype = "float32"
         rng = _range(value.get("range"), params, c)
     shape = _shape(shape_node, params, c)
@@ -193,6 +195,11 @@ def _shape(node: Node, params: dict, c: Collector) -> tuple[int | str, ...] | No
 def _dims(node: Node | None, inputs: dict[str, InputDecl], params: dict, c: Collector) -> dict[str, DimDecl]:
     """Every symbolic dim of the inputs, with what `dims:` says of it (`divisible_by`, `min`, `max`)."""
     symbols = list(dict.fromkeys(d for i in inputs.values() for d in i.shape if isinstance(d, str)))
+    if len(symbols) > MAX_SYMBOLS:
+        where = next(i.loc for i in inputs.values() if symbols[MAX_SYMBOLS] in i.shape)
+        c.error(where, f"the inputs have {len(symbols)} symbolic dims; specc handles {MAX_SYMBOLS}",
+                "make some of them fixed sizes, or share names between inputs")
+        symbols = symbols[:MAX_SYMBOLS]
     out = {s: DimDecl(s) for s in symbols}
     if node is None:
         return out

@@ -9,7 +9,7 @@ import torch
 from .calls import Call
 from .errors import first_line
 from .graph import GNode
-from .shapes import DTYPES, NodeInfo, ShapeError, _render, dim_source, fmt_shape, run_call
+from .shapes import DTYPES, NodeInfo, ShapeError, render_shape, dim_source, fmt_shape, run_call
 
 if TYPE_CHECKING:
     from .shapes import _Pass
@@ -64,7 +64,7 @@ class NodeRunner:
             args = self.infer_arg(node, xa, xb)
             module = self.make(node, args)
             a, b = self.both(node, args, module, xa, xb)
-            shape = _render(a, b, p.sampler)
+            shape = render_shape(a, b, p.sampler)
             counts = _counts(node, module)
             if key is not None:
                 p.memo[key] = (a, b, shape, counts, args, module)
@@ -169,7 +169,7 @@ class NodeRunner:
         return ShapeError(f"{_desc(node)} cannot take input {self.shapes(xa, xb)}: {message}", _expects(node, args))
 
     def shapes(self, xa: list, xb: list) -> str:
-        return ", ".join(fmt_shape(_render(a, b, self.p.sampler)) if isinstance(a, torch.Tensor) else "(tuple)"
+        return ", ".join(fmt_shape(render_shape(a, b, self.p.sampler)) if isinstance(a, torch.Tensor) else "(tuple)"
                          for a, b in zip(xa, xb) if a is not None)
 
     def inits(self, node: GNode, module: Any) -> dict[str, Any]:

@@ -70,8 +70,7 @@ def build_modules(typed: TypedGraph) -> nn.Module:
             owner.register_buffer(leaf, make_tensor(args), persistent=args.get("persistent", True))
     for node in typed.graph.nodes:
         for tie in node.ties:
-            target_owner, target_leaf = _owner(root, tie.key)
-            setattr(root.get_submodule(node.path), tie.param, getattr(target_owner, target_leaf))
+            setattr(root.get_submodule(node.path), tie.param, root.get_parameter(tie.key))
     return root
 
 

@@ -56,13 +56,18 @@ class TypedGraph:
         return sum(i.bytes for i in self.info.values())
 
     def shape_of(self, v: Val) -> Any:
-        s = self.info[v.node].shape
-        return s if v.index is None else s[v.index]
+        return value_shape(self.info, v)
 
     def dim_source(self, node: GNode, symbol: str) -> tuple[Val, int, tuple[str, int]] | None:
         """Where a symbolic size named in `node`'s arguments is read at run time: a dim of the node's
         inputs, else of its block's inputs (the same rule for lowering and eject)."""
         return dim_source(node, symbol, self.shape_of)
+
+
+def value_shape(info: dict[str, NodeInfo], v: Val) -> Any:
+    """The shape of a value: its node's, or one element's of a tuple output."""
+    s = info[v.node].shape
+    return s if v.index is None else s[v.index]
 
 
 def dim_source(node: GNode, symbol: str, shape_of: Any) -> tuple[Val, int, tuple[str, int]] | None:
@@ -89,11 +94,11 @@ def fmt_shape(shape: Any) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _render(a: Any, b: Any, s: Sampler) -> Any:
+def render_shape(a: Any, b: Any, s: Sampler) -> Any:
     if isinstance(a, torch.Tensor):
         return tuple(s.render(int(x), int(y)) for x, y in zip(a.shape, b.shape))
     if isinstance(a, (tuple, list)):
-        return tuple(_render(x, y, s) for x, y in zip(a, b))
+        return tuple(render_shape(x, y, s) for x, y in zip(a, b))
     return None
 
 
@@ -180,8 +185,7 @@ class _Pass:
         return x[v.index]
 
     def shape_of(self, v: Val) -> Any:
-        s = self.info[v.node].shape
-        return s if v.index is None else s[v.index]
+        return value_shape(self.info, v)
 
 
 def _divisibility_hint(graph: Graph, symbols: list[str], dims: dict[str, DimDecl], run: _Pass) -> None:

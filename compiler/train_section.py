@@ -102,15 +102,6 @@ class TrainConfig:
     def task(self) -> str:
         return task_of(self.loss.name)
 
-    # kept for callers that read the v1 names
-    @property
-    def checkpoint_every(self) -> int:
-        return self.checkpoint.every
-
-    @property
-    def keep_checkpoints(self) -> int:
-        return self.checkpoint.keep
-
 
 def task_of(loss: str) -> str:
     """classification | binary | regression: which metrics and target dtype a loss implies."""
@@ -271,7 +262,12 @@ def _scheduler(node: Node | None, params: Mapping[str, Any], c: Collector,
             if rest:
                 c.error(node.loc, "a scheduler with arguments needs a name", "add name: StepLR")
             return None, interval, warmup
-    return _component(node, "scheduler", params, c, parent), interval, warmup
+    component = _component(node, "scheduler", params, c, parent)
+    if component is not None and component.name == "ReduceLROnPlateau" and (interval == "step" or warmup):
+        c.error(node.loc, "ReduceLROnPlateau steps on a metric at the end of an epoch: it takes neither "
+                "interval: step nor warmup", "drop interval: step and warmup, or use another scheduler")
+        return None, interval, warmup
+    return component, interval, warmup
 
 
 def _data(node: Node | None, params: Mapping[str, Any], spec_file: str, parent: Loc,
@@ -319,7 +315,7 @@ def _source_value(source: str, snode: Node, params: Mapping[str, Any], spec_file
             c.error(snode.loc, "inline data maps column names to lists", "inline: {x: [1, 2], y: [2, 4]}")
             return FAILED
         return value
-    if not isinstance(value, dict) or value.get("name") not in SYNTHETIC:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or value["name"] not in SYNTHETIC:
         name = value.get("name") if isinstance(value, dict) else value
         name_node = snode.get("name") if snode.is_map else None
         c.error((name_node or snode).loc, f"unknown synthetic source {name!r}", did_you_mean(str(name), SYNTHETIC, "source"))

@@ -14,9 +14,14 @@ from .errors import WriteError
 
 
 def file_mode() -> int:
-    """What open() gives a new file under the current umask (mkstemp makes 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
+    """What open() gives a new file under the current umask (mkstemp makes 0600). Read from /proc where
+    it can be: setting the umask to read it back is a race with other threads' file creation."""
+    try:
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0)
+        os.umask(mask)
     return 0o666 & ~mask
 
 
@@ -43,13 +48,46 @@ class Artifact:
 
 
 @contextmanager
+def staged_folder(path: Path, companions: list[str]) -> Iterator[Path]:
+    """A temp folder beside `path`: the block writes `path.name` (and its companion files) in it under
+    their final names, and they are moved into place, companions first, only when it succeeds."""
+    import shutil
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.stem}.partial-*"):  # left by an export that was killed
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".{path.stem}.partial-", dir=path.parent))
+    except OSError as e:
+        raise WriteError(path, e.strerror or str(e)) from None
+    try:
+        try:
+            yield folder
+        except OSError as e:
+            raise WriteError(path, e.strerror or str(e)) from None
+        try:
+            for name in companions + [path.name]:
+                with open(folder / name, "rb") as f:
+                    os.fsync(f.fileno())
+                os.chmod(folder / name, file_mode())
+                os.replace(folder / name, path.with_name(name))
+        except OSError as e:
+            raise WriteError(path, e.strerror or str(e)) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
 def staged(path: Path) -> Iterator[Path]:
     """A temp path beside `path`, renamed over it only when the block succeeds: a killed or failed
     export never leaves a half-written file under the artifact's name."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f".{path.stem}.partial-*"):  # left by an export that was killed
-            stale.unlink(missing_ok=True)
+            if stale.is_dir():
+                import shutil
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         # the temp name keeps the real suffix last: torch.export.save insists on ".pt2"
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.partial-", suffix=path.suffix, dir=path.parent)
         os.close(fd)

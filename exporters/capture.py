@@ -37,7 +37,7 @@ class _Handler(logging.Handler):
         self.sink = sink
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.sink.append(record.getMessage().splitlines()[0])
+        self.sink.append((record.getMessage().splitlines() or [""])[0])
 
 
 class _Tee(io.StringIO):
@@ -109,4 +109,4 @@ def capture(on_step: Callable[[str], None] | None = None, stdout_fd: bool = Fals
         for lg, (prop, level) in zip(loggers, saved):
             lg.removeHandler(handler)
             lg.propagate, lg.level = prop, level
-        cap.warnings.extend(str(w.message).splitlines()[0] for w in caught)
+        cap.warnings.extend((str(w.message).splitlines() or [""])[0] for w in caught)

@@ -77,9 +77,14 @@ class ParityReport:
     notes: list[str] = field(default_factory=list)
     warnings: dict[str, str] = field(default_factory=dict)  # per format: torch's and the exporters' own
     trained: bool = True
+    failures: list[Any] = field(default_factory=list, repr=False)  # the ExportErrors, for located messages
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """parity.json: everything but the exceptions themselves (their text is in `errors`)."""
+        from dataclasses import replace
+        data = asdict(replace(self, failures=[]))
+        data.pop("failures")
+        return data
 
 
 def verdict(checks: list[Check], declared: list[dict[str, Any]], errors: list[Any]) -> bool:

@@ -19,7 +19,7 @@ import onnx
 import torch
 
 from . import blame, rewrite
-from .artifact import Artifact, staged
+from .artifact import Artifact, staged, staged_folder
 from .capture import Captured, capture
 from .declared import onnx_shapes
 from .errors import ExportError, raise_if_io
@@ -142,9 +142,13 @@ def _legacy(job: ExportJob, module: Any, cap: Captured) -> onnx.ModelProto:
 
 def _save(model: onnx.ModelProto, job: ExportJob) -> None:
     path = job.path("onnx")
-    external = job.weight_bytes > EXTERNAL_DATA_BYTES
-    with staged(path) as tmp:
-        onnx.save(model, str(tmp), save_as_external_data=external, location=path.name + ".data" if external else None)
+    if job.weight_bytes <= EXTERNAL_DATA_BYTES:
+        with staged(path) as tmp:
+            onnx.save(model, str(tmp))
+        return
+    # the file names its data file, so both are written under their final names in a temp folder
+    with staged_folder(path, [path.name + ".data"]) as folder:
+        onnx.save(model, str(folder / path.name), save_as_external_data=True, location=path.name + ".data")
 
 
 def _aten_node(e: BaseException, module: torch.fx.GraphModule) -> Any:

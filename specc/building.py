@@ -110,7 +110,11 @@ def write_graph(compiled: Compiled, path: str | os.PathLike) -> Path:
     if exe is None:
         raise SpecError.at(file_loc(str(path)), "Graphviz 'dot' is not installed, so no .svg or .png can be drawn",
                            "install it (apt-get install graphviz, brew install graphviz), or write .dot or .md")
-    run = subprocess.run([exe, f"-T{suffix[1:]}"], input=dot_text.encode(), capture_output=True, timeout=120)
+    try:
+        run = subprocess.run([exe, f"-T{suffix[1:]}"], input=dot_text.encode(), capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise SpecError.at(file_loc(str(path)), "Graphviz 'dot' took more than 120 s to draw the graph",
+                           "write .dot and draw it yourself, or draw a smaller setting of the spec") from None
     if run.returncode != 0:
         raise SpecError.at(file_loc(str(path)), f"dot failed: {run.stderr.decode(errors='replace').strip()[:300]}",
                            "write .dot and inspect it")

@@ -187,7 +187,8 @@ def export(
 
     def run() -> int:
         from . import api
-        from .exporting import error_lines, print_report
+        from .exporting import error_lines
+        from .render import print_report
         chosen = [f for f, on in (("onnx", onnx), ("torchscript", torchscript), ("pt2", pt2), ("compile", compile_))
                   if on or all_]
         rep = api.export(target, chosen or None, opset=opset, atol=atol, rtol=rtol, exporter=exporter, verify=verify,

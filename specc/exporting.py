@@ -25,13 +25,12 @@ from exporters.capture import capture
 from exporters.declared import DeclaredShapes, onnx_shapes, pt2_shapes
 from exporters.errors import ExportError
 from exporters.inputs import corners, make_inputs, size_grid
-from exporters.job import ExportJob
+from exporters.job import FILES, ExportJob
 
 from . import __version__, runs
 from .building import compile_run
 from .fsutil import atomic_write_text
 
-FILES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
 EXPORTERS = {"onnx": to_onnx.export, "pt2": to_pt2.export, "torchscript": to_torchscript.export}
 LOADERS = {"onnx": to_onnx.load, "pt2": to_pt2.load, "torchscript": to_torchscript.load}
 
@@ -334,7 +333,7 @@ def error_lines(rep: parity.ParityReport) -> list[str]:
     """What the command line prints to stderr: each format that failed (at its spec node when known),
     then each declared-shape and metric check that failed."""
     lines = []
-    for e in getattr(rep, "failures", []):
+    for e in rep.failures:
         text = f"{e.format}: {e.message}"
         lines.append(Diagnostic.at(e.loc, text, e.hint).format() if e.loc is not None
                      else f"error: {text}" + (f"\nhint: {e.hint}" if e.hint else ""))
@@ -346,54 +345,3 @@ def error_lines(rep: parity.ParityReport) -> list[str]:
             lines.append(f"error: {c.format}: {m.get('name')} {m.get('reference')} -> {m.get('quantized')} "
                          f"({m.get('drop')} {m.get('unit')} worse), more than --max-drop {m.get('max_drop')}")
     return lines
-
-
-def print_report(rep: parity.ParityReport) -> None:
-    """The console tables: one row per format and size, then the deployment variants."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from .render import console
-    table = Table(header_style="bold", title="parity", title_justify="left")
-    for col in ("format", "sizes", "max abs err", "max rel err", "out of tol", "NaN/Inf", "verdict"):
-        table.add_column(col, justify="right" if "err" in col or col == "out of tol" else "left")
-    for c in rep.checks:
-        if c.kind != "values":
-            continue
-        table.add_row(c.format, Text(parity.label(c.sizes)), f"{c.max_abs_err:.2e}", f"{c.max_rel_err:.2e}",
-                      f"{c.out_of_tolerance:.2%}", f"{c.nan}/{c.inf}", _verdict(c.passed, c.error))
-    con = console()
-    if any(c.kind == "values" for c in rep.checks):
-        con.print(table)
-    metric = [c for c in rep.checks if c.kind == "metric"]
-    if metric:
-        con.print(_variants_table(metric))
-    if rep.latency_ms:
-        parts = [f"{k} " + ", ".join(f"{s}: {v:.2f} ms" for s, v in d.items()) for k, d in rep.latency_ms.items()]
-        con.print(Text("latency: " + " | ".join(parts)))
-    if rep.compile_speedup is not None:
-        con.print(Text(f"torch.compile: {rep.compile_speedup:.2f}x eager speed (warm)"))
-    if rep.divergence:
-        d = rep.divergence
-        con.print(Text(f"first diverging node: {d['node']} ({d['op']}) at {d['location']}: {d['how']}"))
-
-
-def _verdict(passed: bool, error: str = "") -> Any:
-    from rich.text import Text
-    return Text("pass", style="green") if passed else Text("FAIL" + (f" ({error})" if error else ""), style="bold red")
-
-
-def _variants_table(checks: list[parity.Check]) -> Any:
-    from rich.table import Table
-    notes = dict.fromkeys(str((c.metric or {}).get("on")) for c in checks)
-    table = Table(header_style="bold", title="deployment variants (against fp32)", title_justify="left",
-                  caption="metric on the " + "; ".join(notes), caption_justify="left")
-    for col in ("format", "metric", "fp32", "variant", "drop", "size", "latency", "verdict"):
-        table.add_column(col, justify="left" if col in ("format", "metric", "verdict") else "right")
-    for c in checks:
-        m, size, lat = c.metric or {}, c.size_mb or {}, (c.latency_ms or {}).get("ratio", {})
-        table.add_row(c.format, str(m.get("name")), f"{m.get('reference'):.4g}",
-                      f"{m.get('quantized'):.4g}", f"{m.get('drop'):.3g} {m.get('unit')}",
-                      f"{size.get('variant', 0):.2f} MB ({size.get('ratio', 0):.2f}x)",
-                      ", ".join(f"{k}: {v:.2f}x" for k, v in lat.items()), _verdict(c.passed))
-    return table

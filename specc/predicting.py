@@ -245,7 +245,11 @@ def _decode(cfg: DataConfig, spec: Spec, stats: dict, out: np.ndarray, batch: Ba
         return keys + ["next", "probability"], [[r[k] for k in keys] + [s, float(p[i, b])]
                                                 for i, (r, s, b) in enumerate(zip(batch.rows, show, best))]
     if task == "classification":
-        p = _softmax(out.reshape(len(out), -1).astype(np.float64))
+        if out.ndim != 2:  # scores per token or per pixel: one class per row of a CSV would be made up
+            raise SpecError.at(file_loc(str(cfg.source_loc.file)), f"this model scores classes per token or pixel "
+                               f"(output {tuple(out.shape[1:])} per sample); predict writes one class per sample",
+                               "run the exported model (specc export) for dense predictions")
+        p = _softmax(out.astype(np.float64))
         best = p.argmax(-1)
         names = stats.get("classes")
         label = [names[b] if names and b < len(names) else int(b) for b in best]

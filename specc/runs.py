@@ -130,7 +130,11 @@ def write_build(run_dir: Path, spec_yaml: str, summary: dict, weights: bytes, fo
     presence marks a complete build)."""
     check_overwrite(run_dir, force)
     if (run_dir / CHECKPOINTS).exists():
-        shutil.rmtree(run_dir)
+        from .training.lock import RunLock
+        with RunLock(run_dir):  # never under a trainer's feet (its own rebuild holds the lock already)
+            for child in run_dir.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / WEIGHTS, weights)
     atomic_write_text(run_dir / SPEC, spec_yaml)

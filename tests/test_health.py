@@ -144,3 +144,56 @@ def test_the_shipped_schema_validates_every_spec():
     assert {"Linear", "split", "Parameter", "arange", "einsum"} <= set(ops)
     for path in list((ROOT / "specs").glob("*.yaml")) + list((ROOT / "specs/zoo").glob("*.yaml")):
         assert "yaml-language-server: $schema=" in path.read_text(), path
+
+
+def test_the_two_dtype_tables_agree():
+    from compiler import shapes, spec
+    assert tuple(shapes.DTYPES) == spec.DTYPES
+
+
+@pytest.mark.parametrize("body,message,where", [
+    ("inputs: {x: [batch, 4]}\nlayers: [{op: Linear, out_features: 1}]\n"
+     "train:\n  data: {synthetic: {name: [1]}}\n  loss: MSELoss\n  optimizer: {name: SGD, lr: 0.1}\n",
+     "unknown synthetic source [1]", (6, 28)),
+    ("inputs: {x: [a, b, c, d, e, f, g, h, i, j, k, l, m]}\nlayers: [ReLU]\n",
+     "the inputs have 13 symbolic dims; specc handles 12", (3, 10)),
+    ("inputs: {x: {shape: [batch, 4], dtype: [1]}}\nlayers: [ReLU]\n", "unknown dtype [1]", (3, 40)),
+    ("inputs: {x: [batch, 4]}\nlayers: [{op: Linear, out_features: 1}]\n"
+     "train:\n  data: {synthetic: {name: zigzag}}\n  loss: MSELoss\n  optimizer: {name: SGD, lr: 0.1}\n"
+     "  scheduler: {name: ReduceLROnPlateau, interval: step}\n",
+     "ReduceLROnPlateau steps on a metric at the end of an epoch: it takes neither interval: step nor warmup", (9, 14)),
+])
+def test_inputs_that_once_crashed_the_front_end(tmp_path, body, message, where):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("specc: 1\nname: s\n" + body)
+    with pytest.raises(specc.SpecError) as info:
+        specc.load(spec)
+    d = info.value.diagnostics[0]
+    assert (d.message, (d.line, d.col)) == (message, where) and d.hint
+
+
+def test_a_language_model_must_score_every_token_id(tmp_path):
+    (tmp_path / "t.txt").write_text("abc " * 200)
+    spec = tmp_path / "lm.yaml"
+    spec.write_text("specc: 1\nname: lm\ninputs: {idx: {shape: [batch, time], dtype: int64, range: [0, 256]}}\n"
+                    "layers:\n  - {op: Embedding, num_embeddings: 256, embedding_dim: 8}\n"
+                    "  - {name: head, op: Linear, out_features: 50}\n"
+                    "train:\n  data: {text: t.txt, block_size: 8}\n  loss: CrossEntropyLoss\n"
+                    "  optimizer: {name: SGD, lr: 0.1}\n")
+    r = invoke("build", spec, "-q", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[0] == (f"{spec}:6:5: error: the output 'head' scores 50 tokens, but the targets are "
+                                        "ids of input 'idx', which ranges over 256")
+
+
+def test_external_onnx_data_is_replaced_not_appended(tmp_path, monkeypatch):
+    import exporters.to_onnx as to_onnx
+    monkeypatch.setattr(to_onnx, "EXTERNAL_DATA_BYTES", -1)  # any model: weights in model.onnx.data
+    monkeypatch.chdir(tmp_path)
+    sizes = []
+    for _ in range(2):
+        report = specc.export(ROOT / "specs/mlp3_zigzag.yaml", ("onnx",), latency=False, out=lambda s: None)
+        assert report.passed
+        sizes.append((tmp_path / "runs/seed-mlp3-zigzag/export/model.onnx.data").stat().st_size)
+    assert sizes[0] == sizes[1] > 4096  # the big weights (small ones stay inline)
+    assert not list((tmp_path / "runs/seed-mlp3-zigzag/export").glob(".*partial*"))

@@ -95,13 +95,9 @@ def test_diverged_run_raises_in_the_api():
 
 
 def test_a_second_trainer_is_refused_and_a_dead_ones_lock_is_recovered(in_tmp):
-    from specc.training.lock import RunLock
     assert invoke("build", ROOT / "specs/mlp2_zigzag.yaml", "-q", cwd=in_tmp).returncode == 0
     run = in_tmp / "runs/seed-mlp2-zigzag"
-    with RunLock(run):
-        r = invoke("train", run, "--epochs", "1", cwd=in_tmp)
-        assert r.returncode == 2 and f"being trained by pid {os.getpid()}" in r.stderr
-    # a process that holds the lock and is killed leaves a stale lock file behind
+    # another process holds the lock (the lock is re-entrant within one process, so it must be another)
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
                                "from specc.training.lock import RunLock; from pathlib import Path;"
                                "l = RunLock(Path(sys.argv[2])).__enter__(); print('held', flush=True); time.sleep(60)",
@@ -113,6 +109,17 @@ def test_a_second_trainer_is_refused_and_a_dead_ones_lock_is_recovered(in_tmp):
     assert (run / ".lock").read_text().strip() == str(holder.pid)  # stale, on disk
     r = invoke("train", run, "--epochs", "1", cwd=in_tmp)
     assert r.returncode == 0, r.stderr
+    # --force cannot start over a run that another process is training
+    holder = subprocess.Popen(holder.args, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    for args in (("train", ROOT / "specs/mlp2_zigzag.yaml", "--force", "--epochs", "1"),
+                 ("build", ROOT / "specs/mlp2_zigzag.yaml", "--force", "-q")):
+        r = invoke(*args, cwd=in_tmp)
+        assert r.returncode == 2 and f"being trained by pid {holder.pid}" in r.stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    holder.kill()
+    holder.wait()
 
 
 def test_latest_run_and_overrides(in_tmp):

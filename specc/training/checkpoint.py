@@ -58,6 +58,10 @@ def decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
+class ForeignCheckpoint(SpecError):
+    """A checkpoint of another model: never a reason to fall back to an older one."""
+
+
 def to_bytes(state: dict[str, Any], model_hash: str) -> bytes:
     tensors: dict[str, torch.Tensor] = {}
     tree = encode(state, tensors, "s")
@@ -76,7 +80,7 @@ def from_bytes(data: bytes, where: str, model_hash: str | None) -> dict[str, Any
     if meta.get("format") != FORMAT:
         raise SpecError.at(file_loc(where), "not a specc checkpoint", f"expected format {FORMAT}")
     if model_hash is not None and meta.get("model_hash") != model_hash:
-        raise SpecError.at(file_loc(where), "checkpoint belongs to another spec (its model differs from this run's)",
+        raise ForeignCheckpoint.at(file_loc(where), "checkpoint belongs to another spec (its model differs from this run's)",
                            "resume the run it came from, or train this spec from the start")
     try:
         return decode(json.loads(meta["state"]), tensors)
@@ -134,7 +138,7 @@ def latest(folder: Path, model_hash: str) -> tuple[Path, dict[str, Any]] | None:
         try:
             state = from_bytes(path.read_bytes(), str(path), model_hash)
         except SpecError as e:
-            if "another spec" in e.diagnostics[0].message:
+            if isinstance(e, ForeignCheckpoint):
                 raise
             errors.append(e)
             continue

@@ -237,6 +237,9 @@ def _target(cfg: DataConfig, y: np.ndarray, task: str, n_outputs: int | None, or
         if y.dtype.kind not in "iu" and (y != np.round(y)).any() or y.min() < 0:
             raise sources.err(cfg, f"a per-token or per-pixel target holds class indices 0, 1, ...; {origin} has "
                               "non-integer or negative values", "or use a regression loss such as MSELoss")
+        if n_outputs is not None and int(y.max()) >= n_outputs:
+            raise sources.err(cfg, f"{origin} has class {int(y.max())} but the model scores {n_outputs} classes",
+                              "match the classifier's channels to the number of classes")
         return np.asarray(y).astype(np.int64)
     if task == "classification":
         y = np.asarray(y).reshape(len(y), -1)

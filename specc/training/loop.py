@@ -198,10 +198,18 @@ class Loop:
     def check_finite(self, meter: Meter, epoch: int) -> None:
         """Read the device-side non-finite flag (a host sync, so only every log_every steps)."""
         bad = meter.first_bad()
-        if bad is not None:
-            step, value = bad
-            global_step = self.epoch_start_step + (step - 1) // self.where.cfg.accumulate
+        if self.where.world > 1 and not self.anyone(bad is not None):
+            return  # every rank reads the same verdict, or one would stop while the others wait in a reduce
+        if bad is not None or self.where.world > 1:
+            step, value = bad if bad is not None else (0, float("nan"))
+            global_step = self.epoch_start_step + max(step - 1, 0) // self.where.cfg.accumulate
             raise TrainingDiverged(epoch, step, global_step, value, self.last_checkpoint)
+
+    def anyone(self, flag: bool) -> bool:
+        """Whether `flag` holds on any rank (a collective: every rank must call it)."""
+        t = torch.tensor([1.0 if flag else 0.0], device=self.where.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def reduce(self, meter: Meter) -> Meter:
         """Sum a meter over the ranks (each saw its shard of the epoch)."""
@@ -237,12 +245,14 @@ class Loop:
             while self.pos.epoch < epochs:
                 row = self.epoch(self.pos.epoch + 1)
                 rows.append(row)
-                last = self.pos.epoch == epochs or row.get("stopped_early") or self.stop_signal is not None
-                if self.where.rank == 0 and (last or self.due()):
+                if self.where.world > 1 and self.anyone(self.stop_signal is not None):
+                    self.stop_signal = self.stop_signal or signal.SIGTERM  # a signal to one rank stops them all
+                done = self.pos.epoch == epochs or row.get("stopped_early")
+                if self.where.rank == 0 and (done or self.stop_signal is not None or self.due()):
                     self.checkpoint()
                 if self.on_epoch is not None and self.where.rank == 0:
                     self.on_epoch(row)
-                if self.stop_signal is not None:
+                if self.stop_signal is not None and not done:  # a signal in the last epoch: the run is complete
                     raise Interrupted(self.stop_signal, self.last_checkpoint, self.pos.epoch, 0)
                 if row.get("stopped_early"):
                     break

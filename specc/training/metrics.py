@@ -39,14 +39,12 @@ class Meter:
     @classmethod
     def restored(cls, state: dict[str, Any] | None, task: str, device: torch.device, class_dim: int = -1,
                  window: int = 50) -> "Meter":
-        """A meter that continues a checkpoint's partial epoch (`state()`, or the v1 layout)."""
+        """A meter that continues a checkpoint's partial epoch (its `state()`)."""
         m = cls(task, device, class_dim, window)
         if not state:
             return m
         m.loss, m.n, m.elems, m.steps = float(state["loss"]), int(state["n"]), int(state["elems"]), int(state["steps"])
-        names = _METRIC_SUMS[_kind(task)]
-        values = state["sums"] if "sums" in state else [state[k] for k in names]  # v1: one key per sum
-        m.sums = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+        m.sums = torch.tensor([float(v) for v in state["sums"]], dtype=torch.float64, device=device)
         return m
 
     def state(self) -> dict[str, Any]:

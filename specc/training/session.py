@@ -61,14 +61,18 @@ class Options:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare_run(target: Any, params: Any, opts: Options) -> tuple[Path, Spec]:
-    """The run folder to train, built or updated from the target and overrides."""
+def prepare_run(target: Any, params: Any, opts: Options, locks: contextlib.ExitStack) -> tuple[Path, Spec]:
+    """The run folder to train, locked into `locks` first, then built or updated from the target and
+    overrides (so no other process can be training the run that a rebuild replaces)."""
     run_dir, spec, origin = runs.run_of(target, params)
     if run_dir is None:
         run_dir = Path(opts.out) if opts.out is not None else runs.RUNS / spec.name
     elif opts.out is not None:
         raise SpecError.at(file_loc("--out"), "--out picks the folder for a spec's run; TARGET is a run already",
                            "pass the spec file, or train the run where it is")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SpecError.at(file_loc(str(run_dir)), "run path exists and is not a folder", "pass --out DIR")
+    locks.enter_context(RunLock(run_dir))
     if runs.has_checkpoints(run_dir):
         if not opts.resume and not opts.force:
             raise SpecError.at(file_loc(str(run_dir)), "this run has been trained already",
@@ -128,23 +132,20 @@ def train(target: Any = None, params: Any = None, *, progress: bool = True, **op
     """Train a spec or a run with the shared loop; see DESIGN §3."""
     opts = Options(progress=progress, **options)
     dist_env = distributed.env()
-    if opts.nproc > 1 and dist_env is None:
-        run_dir, spec = prepare_run(target, params, opts)
+    with contextlib.ExitStack() as locks:
+        if dist_env is not None:  # a worker started by torchrun
+            run_dir = runs.target_path(target)
+            spec = runs.load(run_dir, params)
+            if dist_env.rank == 0 and not os.environ.get(distributed.LOCK_HELD):
+                locks.enter_context(RunLock(run_dir))
+            opts.resume = opts.resume or runs.has_checkpoints(run_dir)
+        else:
+            run_dir, spec = prepare_run(target, params, opts, locks)
         config(spec)  # fail here, once, rather than in every worker
-        with RunLock(run_dir):
+        if opts.nproc > 1 and dist_env is None:
             distributed.launch(opts.nproc, run_dir, epochs=opts.epochs, device=opts.device,
                                resume=opts.resume or runs.has_checkpoints(run_dir))
-        return _result(run_dir, 0)
-    if dist_env is not None:  # a worker started by torchrun
-        run_dir = runs.target_path(target)
-        spec = runs.load(run_dir, params)
-        lock = RunLock(run_dir) if dist_env.rank == 0 and not os.environ.get(distributed.LOCK_HELD) else None
-        opts.resume = opts.resume or runs.has_checkpoints(run_dir)
-    else:
-        run_dir, spec = prepare_run(target, params, opts)
-        lock = RunLock(run_dir)
-    config(spec)
-    with lock or contextlib.nullcontext():
+            return _result(run_dir, 0)
         return _Session(run_dir, spec, opts, dist_env).run()
 
 
@@ -229,7 +230,7 @@ class _Session:
                 loop.restore(found[1])
                 loop.last_checkpoint = found[0]
                 start = loop.pos.epoch
-                if self.rank == 0 and start >= total and not loop.pos.batches:
+                if self.rank == 0 and start >= total and not loop.pos.batches and not self.opts.quiet:
                     print(f"{self.run_dir} is already trained for {start} epochs; pass --epochs N (> {start}) "
                           "to train further")
         if start == 0 and not loop.pos.batches:  # dropout and friends; a resumed run restores the RNG state instead

@@ -63,12 +63,29 @@ def layout(spec: Spec, typed: TypedGraph, cfg: TrainConfig, target: tuple | None
         raise _mismatch(spec, typed, out, target, f"{cfg.loss.name} compares them element by element",
                         "make the last layer's out_features match the target's columns")
     if len(out) == len(target) + 1 and _fits(out[:-1], target):
-        return Layout(task, -1, len(target) > 1, out[-1] if isinstance(out[-1], int) else None, target)
+        found = Layout(task, -1, len(target) > 1, out[-1] if isinstance(out[-1], int) else None, target)
+        _vocabulary(spec, typed, cfg, found)
+        return found
     if len(out) == len(target) + 1 and len(target) > 1 and _fits(out[:1] + out[2:], target):
         return Layout(task, 1, False, out[1] if isinstance(out[1], int) else None, target)
     raise _mismatch(spec, typed, out, target, f"{cfg.loss.name} takes class scores with one more dim than the "
                     "class-index target", "the scores of each sample (or token, or pixel) go in the last dim; "
                     "a classifier may need a flatten before its last Linear")
+
+
+def _vocabulary(spec: Spec, typed: TypedGraph, cfg: TrainConfig, found: Layout) -> None:
+    """Text and token targets are the input's own ids: the output needs a score for every one."""
+    if cfg.data.source not in ("text", "tokens") or found.classes is None:
+        return
+    inp = next(iter(spec.inputs.values()))
+    vocab = int(inp.range[1]) if inp.range else 256
+    if found.classes < vocab:
+        name, val = typed.graph.outputs[0]
+        node = typed.graph._index.get(val.node)
+        raise SpecError.at(node.loc if node is not None else inp.loc,
+                           f"the output '{name}' scores {found.classes} tokens, but the targets are ids of input "
+                           f"'{inp.name}', which ranges over {vocab}",
+                           f"make the last layer's out_features {vocab} (the vocabulary)")
 
 
 def _mismatch(spec: Spec, typed: TypedGraph, out: tuple, target: tuple, why: str, hint: str) -> SpecError:
