@@ -94,14 +94,27 @@ def _params(node: Node | None, c: Collector) -> dict[str, Any]:
         c.error(node.loc, "'params' must be a mapping of names to values", "params: {dim: 64, depth: 4}")
         return {}
     out: dict[str, Any] = {}
+    failed: set[str] = set()
     for key, value in node.value.items():
         if not _key_ident(key, node.key_locs[key], "param", c):
+            continue
+        if failed & _names_in(value):  # derived from a param whose error is reported already
+            failed.add(key)
             continue
         try:
             out[key] = evaluate(value, out)
         except SpecError as e:
             c.extend(e)
+            failed.add(key)
     return out
+
+
+def _names_in(node: Node) -> set[str]:
+    """The identifiers written in a value's `$p` and `${...}` strings (a superset of the params it reads)."""
+    if node.is_map or node.is_seq:
+        values = node.value.values() if node.is_map else node.value
+        return set().union(*(_names_in(v) for v in values))
+    return set(re.findall(r"[A-Za-z_]\w*", node.value)) if isinstance(node.value, str) and "$" in node.value else set()
 
 
 def _inputs(node: Node | None, params: dict, c: Collector) -> dict[str, InputDecl]:

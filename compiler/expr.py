@@ -121,7 +121,7 @@ class _Walker:
         except ZeroDivisionError:
             raise ExprError("division by zero in expression", "check the divisor") from None
         except (OverflowError, ValueError, TypeError) as e:
-            raise ExprError(f"cannot compute expression: {e}") from None
+            raise ExprError(f"cannot compute expression: {e}", f"the operands are {_kind(a)} and {_kind(b)}") from None
 
     def compare(self, node: ast.Compare) -> Any:
         left = self.walk(node.left)
@@ -175,7 +175,8 @@ class _Walker:
         try:
             return _check(_FUNCS[name](*args))
         except (TypeError, ValueError, OverflowError) as e:
-            raise ExprError(f"cannot compute {name}(): {e}") from None
+            given = ", ".join(_kind(a) for a in args) or "no arguments"
+            raise ExprError(f"cannot compute {name}(): {e}", f"{name}() was given {given}") from None
 
 
 def eval_expr(text: str, scope: Mapping[str, Any], loc: Loc) -> Any:

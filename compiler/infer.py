@@ -2,6 +2,7 @@
 its calling convention on the two samples (see `shapes`)."""
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -65,6 +66,9 @@ class NodeRunner:
             module = self.make(node, args)
             a, b = self.both(node, args, module, xa, xb)
             shape = render_shape(a, b, p.sampler)
+            if isinstance(a, torch.Tensor) and 0 in a.shape:
+                raise ShapeError(f"{_desc(node)} gives an empty output {fmt_shape(shape)}",
+                                 "every size must be at least 1; check the node's arguments", _zero_arg(node, args))
             counts = _counts(node, module)
             if key is not None:
                 p.memo[key] = (a, b, shape, counts, args, module)
@@ -128,11 +132,14 @@ class NodeRunner:
             return None
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in op.ctor_args(args).items()}
         try:
-            with torch.device("meta"):
-                return _construct(op, kwargs)
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "initializing zero-element tensors": refused below
+                module = _construct(op, kwargs)
         except Exception as e:  # torch validates its own arguments in many ways
             raise ShapeError(f"cannot create {_desc(node)}: {self.p.sampler.unsample(first_line(e))}",
                              "check the node's arguments") from None
+        _refuse_empty(node, args, module)
+        return module
 
     def call(self, node: GNode, args: dict, module: Any, xs: list, sample: dict[str, int]) -> Any:
         op = node.op
@@ -310,3 +317,17 @@ def _rnn_shape(m: Any, x: torch.Tensor) -> Any:
     if isinstance(m, torch.nn.LSTM):
         return meta(out), (meta(h), meta(c))
     return meta(out), meta(h)
+
+
+def _zero_arg(node: GNode, args: dict) -> Any:
+    """Where the spec gave a size of 0, if it did."""
+    return next((node.arg_locs[k] for k, v in args.items()
+                 if k in node.arg_locs and (v == 0 or isinstance(v, (list, tuple)) and 0 in v)), None)
+
+
+def _refuse_empty(node: GNode, args: dict, module: Any) -> None:
+    """A module with a zero-element parameter is a size argument of 0: refused, not built."""
+    for name, param in module.named_parameters() if isinstance(module, torch.nn.Module) else ():
+        if param.numel() == 0:
+            raise ShapeError(f"{_desc(node)} would have an empty parameter '{name}' {tuple(param.shape)}",
+                             "every size argument must be at least 1", _zero_arg(node, args))

@@ -65,4 +65,8 @@ def cli(tmp_path):
 
 
 def pytest_configure(config):
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers > 1:  # one share of the cores each, not every worker spinning threads on all of them
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     config.addinivalue_line("markers", "slow: long end-to-end tests (kills, torchrun, full training); part of make test")

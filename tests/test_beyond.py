@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 import specc
 from compiler.lower import class_name
-from conftest import ROOT, SPECS, run_cli
+from conftest import ROOT, SPECS, invoke, run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def _import(path):
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_eject_round_trips(in_tmp, path):
     out = in_tmp / f"{path.stem}_model.py"
-    r = run_cli("build", path, "-q", "--emit-python", out, cwd=in_tmp)
+    r = invoke("build", path, "-q", "--emit-python", out, cwd=in_tmp)
     assert r.returncode == 0, r.stderr
     text = out.read_text()
     imports = {line.split()[1] for line in text.splitlines() if line.startswith(("import ", "from "))}
@@ -53,7 +53,7 @@ def test_eject_round_trips(in_tmp, path):
 
 def test_eject_reads_like_hand_written_code(in_tmp):
     out = in_tmp / "enc.py"
-    assert run_cli("build", ROOT / "specs/transformer_encoder.yaml", "-q", "--emit-python", out, cwd=in_tmp).returncode == 0
+    assert invoke("build", ROOT / "specs/transformer_encoder.yaml", "-q", "--emit-python", out, cwd=in_tmp).returncode == 0
     text = out.read_text()
     assert "class Attention(nn.Module):" in text and "class Encoder(nn.Module):" in text
     assert "class SeedTransformerEncoder(nn.Module):" in text
@@ -65,10 +65,10 @@ def test_eject_reads_like_hand_written_code(in_tmp):
 @pytest.mark.parametrize("suffix", [".dot", ".md", ".svg", ".png"])
 def test_graph_pictures(in_tmp, suffix):
     if suffix in (".svg", ".png") and shutil.which("dot") is None:
-        r = run_cli("build", ROOT / "specs/transformer_encoder.yaml", "-q", "--graph", f"g{suffix}", cwd=in_tmp)
+        r = invoke("build", ROOT / "specs/transformer_encoder.yaml", "-q", "--graph", f"g{suffix}", cwd=in_tmp)
         assert r.returncode == 2 and "graphviz" in r.stderr.lower()
         return
-    r = run_cli("build", ROOT / "specs/transformer_encoder.yaml", "-q", "--set", "depth=2", "--graph", f"g{suffix}",
+    r = invoke("build", ROOT / "specs/transformer_encoder.yaml", "-q", "--set", "depth=2", "--graph", f"g{suffix}",
                 cwd=in_tmp)
     assert r.returncode == 0, r.stderr
     data = (in_tmp / f"g{suffix}").read_bytes()
@@ -90,7 +90,7 @@ def test_graph_pictures(in_tmp, suffix):
 
 
 def test_unknown_picture_format(in_tmp):
-    r = run_cli("build", ROOT / "specs/mlp2_zigzag.yaml", "-q", "--graph", "g.pdf", cwd=in_tmp)
+    r = invoke("build", ROOT / "specs/mlp2_zigzag.yaml", "-q", "--graph", "g.pdf", cwd=in_tmp)
     assert r.returncode == 2 and "unknown picture format '.pdf'" in r.stderr
 
 
@@ -137,7 +137,7 @@ def test_plugin_op_from_an_installed_package(in_tmp, plugin_path):
     r = _with_plugin(plugin_path, "build", spec, cwd=in_tmp)
     assert r.returncode == 2 and "unknown argument 'betta' for LearnedSwish" in r.stderr and "did you mean 'beta'" in r.stderr
     # without the package, the op does not exist
-    r = run_cli("build", spec, cwd=in_tmp)
+    r = invoke("build", spec, cwd=in_tmp)
     assert r.returncode == 2 and "unknown op 'LearnedSwish'" in r.stderr
 
 
@@ -153,8 +153,8 @@ def test_plugin_export_formats_are_respected(in_tmp, plugin_path):
 
 def test_diff_of_two_specs(in_tmp):
     base = ROOT / "specs/transformer_encoder.yaml"
-    assert run_cli("build", base, "-q", cwd=in_tmp).returncode == 0
-    r = run_cli("diff", in_tmp / "runs/seed-transformer-encoder", base, "--set-b", "depth=3", "--set-b", "classes=5",
+    assert invoke("build", base, "-q", cwd=in_tmp).returncode == 0
+    r = invoke("diff", in_tmp / "runs/seed-transformer-encoder", base, "--set-b", "depth=3", "--set-b", "classes=5",
                 "--json", cwd=in_tmp)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
@@ -169,5 +169,5 @@ def test_diff_of_two_specs(in_tmp):
     assert t["classifier.weight"] == {"tensor": "classifier.weight", "status": "mismatch", "a": [10, 1024],
                                       "b": [5, 1024], "a_dtype": "F32", "b_dtype": "F32"}
     assert d["tensor_counts"]["mismatch"] == 2 and d["a"]["weights"].endswith("model.safetensors")
-    table = run_cli("diff", in_tmp / "runs/seed-transformer-encoder", base, "--set-b", "depth=3", cwd=in_tmp)
+    table = invoke("diff", in_tmp / "runs/seed-transformer-encoder", base, "--set-b", "depth=3", cwd=in_tmp)
     assert table.returncode == 0 and "removed" in table.stdout and "skipped" in table.stdout

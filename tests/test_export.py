@@ -57,6 +57,8 @@ def test_every_spec_exports_to_every_file_format_and_passes(case):
     assert len({tuple(sorted(c.sizes.items())) for c in report.checks}) >= 2
     assert {d["format"]: d["passed"] for d in report.declared_shapes} == {"onnx": True, "pt2": True}
     assert report.passed is True
+    assert {a["format"]: a.get("method") for a in report.artifacts}["onnx"] == "dynamo"  # no legacy fallback
+    assert json.loads((run / "export/parity.json").read_text())["passed"] is True
 
 
 # --- declared shapes -----------------------------------------------------------------------------

@@ -77,3 +77,24 @@ def test_no_eval_anywhere_in_the_compiler():
             assert "eval(" not in text.replace("_eval(", "").replace(".eval(", "").replace("literal_eval(", ""), f
             assert "exec(" not in text, f
     assert math.isfinite(eval_string("${sqrt(2)}", {}, L))
+
+
+def test_a_failed_param_is_reported_once_not_again_in_the_params_derived_from_it():
+    import specc
+    text = """specc: 1
+name: derived
+params:
+  w: null
+  a: "${32 * w}"
+  b: "${a + 1}"
+  c: "${max(1.0, w)}"
+inputs: {x: [batch, 8]}
+layers:
+  - {op: Linear, out_features: 4}
+"""
+    with pytest.raises(SpecError) as info:
+        specc.load(text)
+    got = [(d.line, d.message, d.hint) for d in info.value.diagnostics]
+    assert got == [(5, "null is not a number in arithmetic", "only numbers take + - * / // % **"),
+                   (7, "cannot compute max(): '>' not supported between instances of 'NoneType' and 'float'",
+                    "max() was given a number, null")]

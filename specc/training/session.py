@@ -72,7 +72,10 @@ def prepare_run(target: Any, params: Any, opts: Options, locks: contextlib.ExitS
                            "pass the spec file, or train the run where it is")
     if run_dir.exists() and not run_dir.is_dir():
         raise SpecError.at(file_loc(str(run_dir)), "run path exists and is not a folder", "pass --out DIR")
+    created = not run_dir.exists()
     locks.enter_context(RunLock(run_dir))
+    if created:  # a spec that fails to build leaves no folder holding only the lock
+        locks.callback(_remove_if_only_lock, run_dir)
     if runs.has_checkpoints(run_dir):
         if not opts.resume and not opts.force:
             raise SpecError.at(file_loc(str(run_dir)), "this run has been trained already",
@@ -147,6 +150,12 @@ def train(target: Any = None, params: Any = None, *, progress: bool = True, **op
                                resume=opts.resume or runs.has_checkpoints(run_dir))
             return _result(run_dir, 0)
         return _Session(run_dir, spec, opts, dist_env).run()
+
+
+def _remove_if_only_lock(run_dir: Path) -> None:
+    if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [".lock"]:
+        (run_dir / ".lock").unlink()
+        run_dir.rmdir()
 
 
 def config(spec: Spec) -> TrainConfig:

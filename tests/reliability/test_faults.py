@@ -8,7 +8,7 @@ import sys
 import time
 
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, invoke
 from tests.reliability import faults
 
 TRAIN = ROOT / "tests/cases/train"
@@ -36,7 +36,7 @@ def _cli_limited(args, cwd, limit):
 
 
 def test_file_size_limit_during_a_checkpoint_keeps_the_previous_one(tmp_path):
-    assert run_cli("train", TRAIN / "kill.yaml", "--epochs", "2", cwd=tmp_path).returncode == 0
+    assert invoke("train", TRAIN / "kill.yaml", "--epochs", "2", cwd=tmp_path).returncode == 0
     run = tmp_path / "runs/kill"
     before = sorted(p.name for p in (run / "checkpoints").iterdir())
     r = _cli_limited(["train", run, "--resume", "--epochs", "4"], tmp_path, 1_000_000)  # a checkpoint is ~13 MB
@@ -47,11 +47,11 @@ def test_file_size_limit_during_a_checkpoint_keeps_the_previous_one(tmp_path):
     path, state = checkpoint.latest(run / "checkpoints", None)
     assert state["epoch"] == 2
     # and the run goes on once there is room
-    assert run_cli("train", run, "--resume", "--epochs", "3", cwd=tmp_path).returncode == 0
+    assert invoke("train", run, "--resume", "--epochs", "3", cwd=tmp_path).returncode == 0
 
 
 def test_file_size_limit_during_an_export_leaves_no_artifact(tmp_path):
-    assert run_cli("build", TRAIN / "kill.yaml", "-q", cwd=tmp_path).returncode == 0
+    assert invoke("build", TRAIN / "kill.yaml", "-q", cwd=tmp_path).returncode == 0
     r = _cli_limited(["export", "--onnx"], tmp_path, 2_000_000)  # the ONNX file is ~4.5 MB
     assert r.returncode == 1, r.stdout + r.stderr
     assert "cannot write" in r.stderr and "Traceback" not in r.stderr
@@ -62,7 +62,7 @@ def test_file_size_limit_during_an_export_leaves_no_artifact(tmp_path):
 
 
 def test_an_export_killed_midway_leaves_nothing_that_looks_valid(tmp_path):
-    assert run_cli("build", TRAIN / "kill.yaml", "-q", cwd=tmp_path).returncode == 0
+    assert invoke("build", TRAIN / "kill.yaml", "-q", cwd=tmp_path).returncode == 0
     export = tmp_path / "runs/kill/export"
     proc = subprocess.Popen([sys.executable, "-m", "specc", "export", "--onnx"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -74,7 +74,7 @@ def test_an_export_killed_midway_leaves_nothing_that_looks_valid(tmp_path):
     assert not (export / "model.onnx").exists()
     left = [p.name for p in export.iterdir()]
     assert all(name.startswith(".model.partial-") for name in left), left  # never under the artifact's name
-    r = run_cli("export", "--onnx", cwd=tmp_path)
+    r = invoke("export", "--onnx", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in export.iterdir()) == ["model.onnx", "parity.json", "parity.md"]
 
@@ -82,9 +82,9 @@ def test_an_export_killed_midway_leaves_nothing_that_looks_valid(tmp_path):
 def test_an_opset_below_what_an_op_needs(tmp_path):
     spec = tmp_path / "rms.yaml"
     spec.write_text("specc: 1\nname: rms\ninputs: {x: [batch, 8]}\nlayers:\n  - {name: norm, op: RMSNorm}\n")
-    r = run_cli("export", spec, "--onnx", "--opset", "14", cwd=tmp_path)
+    r = invoke("export", spec, "--onnx", "--opset", "14", cwd=tmp_path)
     assert r.returncode == 2
     assert "'aten::rms_norm' to ONNX opset version 14 is not supported (node 'norm' at" in r.stderr
     assert "try a higher --opset" in r.stderr
     assert not (tmp_path / "runs/rms/export/model.onnx").exists()
-    assert run_cli("export", spec, "--onnx", "--opset", "18", cwd=tmp_path).returncode == 0
+    assert invoke("export", spec, "--onnx", "--opset", "18", cwd=tmp_path).returncode == 0

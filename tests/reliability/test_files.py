@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 import specc
-from conftest import ROOT, run_cli
+from conftest import ROOT, invoke
 
 SPEC = ROOT / "specs/mlp2_zigzag.yaml"
 RUN = "runs/seed-mlp2-zigzag"
@@ -41,7 +41,7 @@ def _weights_cases(tmp_path):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("built")
-    assert run_cli("build", SPEC, "-q", cwd=folder).returncode == 0
+    assert invoke("build", SPEC, "-q", cwd=folder).returncode == 0
     return folder / RUN
 
 
@@ -78,14 +78,14 @@ def test_bad_weight_files(tmp_path, run_copy, case, command):
 
 def test_bad_weight_file_on_the_command_line(run_copy):
     run_copy.joinpath("model.safetensors").write_bytes(b"\x00" * 16)
-    r = run_cli("export", "--onnx", cwd=run_copy.parent.parent)
+    r = invoke("export", "--onnx", cwd=run_copy.parent.parent)
     assert r.returncode == 2
     assert r.stderr.startswith(f"{RUN}/model.safetensors: error: not a readable weight file")
     assert "hint:" in r.stderr and "Traceback" not in r.stderr
 
 
 def _trained(tmp_path, epochs=2):
-    assert run_cli("train", SPEC, "--epochs", str(epochs), cwd=tmp_path).returncode == 0
+    assert invoke("train", SPEC, "--epochs", str(epochs), cwd=tmp_path).returncode == 0
     return tmp_path / RUN / "checkpoints"
 
 
@@ -103,7 +103,7 @@ def test_bad_checkpoints_are_refused_naming_the_file(tmp_path, case):
         path.write_bytes(b"\xff" * 8 + data[8:])
     else:
         path.write_bytes(data.replace(b'"format"', b'"fxrmat"', 1))
-    r = run_cli("train", RUN, "--resume", "--epochs", "3", cwd=tmp_path)
+    r = invoke("train", RUN, "--resume", "--epochs", "3", cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.startswith(f"{path.relative_to(tmp_path)}: error: ")
     assert not marker.exists()
@@ -113,7 +113,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     ckpts = _trained(tmp_path, epochs=3)
     newest = sorted(ckpts.glob("epoch-*.safetensors"))[-1]
     newest.write_bytes(newest.read_bytes()[:100])
-    r = run_cli("train", RUN, "--resume", "--epochs", "4", cwd=tmp_path)
+    r = invoke("train", RUN, "--resume", "--epochs", "4", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"warning: {newest.relative_to(tmp_path)} is damaged" in r.stderr
     assert "[3/4]" in r.stdout  # epoch 3 is trained again from epoch 2's checkpoint
@@ -122,12 +122,12 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
 def test_a_checkpoint_from_another_spec_is_refused(tmp_path):
     (tmp_path / "a").mkdir()
     other = ROOT / "specs/mlp3_zigzag.yaml"
-    assert run_cli("train", other, "--epochs", "1", cwd=tmp_path / "a").returncode == 0
+    assert invoke("train", other, "--epochs", "1", cwd=tmp_path / "a").returncode == 0
     ckpts = _trained(tmp_path, epochs=1)
     for p in ckpts.iterdir():
         p.unlink()
     src = next((tmp_path / "a/runs/seed-mlp3-zigzag/checkpoints").glob("epoch-*"))
     (ckpts / src.name).write_bytes(src.read_bytes())
-    r = run_cli("train", RUN, "--resume", "--epochs", "2", cwd=tmp_path)
+    r = invoke("train", RUN, "--resume", "--epochs", "2", cwd=tmp_path)
     assert r.returncode == 2
     assert "checkpoint belongs to another spec" in r.stderr and src.name in r.stderr
