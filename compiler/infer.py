@@ -321,8 +321,9 @@ def _rnn_shape(m: Any, x: torch.Tensor) -> Any:
 
 def _zero_arg(node: GNode, args: dict) -> Any:
     """Where the spec gave a size of 0, if it did."""
-    return next((node.arg_locs[k] for k, v in args.items()
-                 if k in node.arg_locs and (v == 0 or isinstance(v, (list, tuple)) and 0 in v)), None)
+    def zero(v: Any) -> bool:
+        return v == 0 and not isinstance(v, bool) or isinstance(v, (list, tuple)) and any(map(zero, v))
+    return next((node.arg_locs[k] for k, v in args.items() if k in node.arg_locs and zero(v)), None)
 
 
 def _refuse_empty(node: GNode, args: dict, module: Any) -> None:

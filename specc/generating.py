@@ -53,7 +53,7 @@ def _sample(run_dir: Path, spec: Any, ids: list[int], tokens: int, temperature: 
     import torch
 
     from .building import compile_run
-    model = compile_run(run_dir).module.eval()
+    model = compile_run(run_dir).module.train(False)  # inference mode
     inp = next(iter(spec.inputs.values()))
     exact = isinstance(inp.shape[1], int)  # a fixed time dim: every window is exactly that long
     limit = inp.shape[1] if exact else spec.dims[inp.shape[1]].max

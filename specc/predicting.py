@@ -95,7 +95,7 @@ def _torch_runner(run_dir: Path) -> Runner:
     import torch
 
     from .building import compile_run
-    module = compile_run(run_dir).module.eval()
+    module = compile_run(run_dir).module.train(False)  # inference mode
 
     def run(xs: list[np.ndarray]) -> np.ndarray:
         with torch.no_grad():

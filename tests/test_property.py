@@ -36,20 +36,21 @@ def small_guard(monkeypatch):
     monkeypatch.setenv("SPECC_MAX_PARAM_BYTES", str(64 * 2**20))
 
 
-def _try(source):
-    """Build a mutated spec: it is either a model whose graph lints, or located diagnostics with a
-    message and a hint, each formatting as FILE[:LINE:COL]: error: MESSAGE."""
+def _problem(source):
+    """Build a mutated spec. It must give a model whose graph lints, or located diagnostics with a
+    message and a hint, each formatting as FILE[:LINE:COL]: error: MESSAGE. Returns what is wrong, or None."""
     try:
         model = specc.build(source)
     except specc.SpecError as e:
-        assert e.diagnostics
         for d in e.diagnostics:
-            assert d.message and d.hint, d.format()
-            assert d.format().startswith(f"{d.file}:{d.line}:{d.col}: error: " if d.line else f"{d.file}: error: ")
-        return "error"
+            where = f"{d.file}:{d.line}:{d.col}: error: " if d.line else f"{d.file}: error: "
+            if not (d.message and d.hint and d.format().startswith(where)):
+                return f"a diagnostic without a message, a hint or a location: {d.format()}"
+        return None if e.diagnostics else "a SpecError without diagnostics"
+    if not isinstance(model, torch.fx.GraphModule):
+        return f"built a {type(model).__name__}, not a GraphModule"
     model.graph.lint()
-    assert sum(p.numel() for p in model.parameters()) >= 0 and isinstance(model, torch.fx.GraphModule)
-    return "built"
+    return None
 
 
 @settings(max_examples=int(os.environ.get("SPECC_FUZZ_EXAMPLES", 120)), deadline=5000, suppress_health_check=[HealthCheck.too_slow])
@@ -78,7 +79,8 @@ def test_text_mutations(data):
             lines[i] = line[:pos] + data.draw(st.text(max_size=3)) + line[pos + cut:]
         else:
             lines[i] = " " * data.draw(st.integers(0, 3)) + lines[i]
-    _try("\n".join(lines) + "\n")  # asserts inside: a model, or located diagnostics
+    problem = _problem("\n".join(lines) + "\n")
+    assert problem is None, problem
 
 
 def _nodes(d):
@@ -115,9 +117,11 @@ def test_structural_mutations(data):
             node["repeat"] = data.draw(st.one_of(st.integers(-2, 50), values))
         elif kind == "shape" and isinstance(d.get("inputs"), dict):
             d["inputs"]["x"] = data.draw(st.one_of(values, st.lists(st.integers(-1, 10**7), max_size=5)))
-    _try(d)  # asserts inside: a model, or located diagnostics
+    problem = _problem(d)
+    assert problem is None, problem
 
 
 def test_mutations_really_build_sometimes():
     # the property is only meaningful if the valid specs themselves build
-    assert all(_try(t) == "built" for t in TEXTS)
+    for text in TEXTS:
+        assert isinstance(specc.build(text), torch.fx.GraphModule)
