@@ -36,19 +36,12 @@ class Comparison:
     error: str = ""
 
 
-@dataclass
-class Check:
+@dataclass(kw_only=True)
+class Check(Comparison):
+    """One comparison of a format at one set of sizes (or a deployment variant's metric check)."""
     format: str
     sizes: dict[str, int]
     shapes: dict[str, list[int]]
-    max_abs_err: float
-    max_rel_err: float
-    out_of_tolerance: float  # fraction of elements
-    worst: dict[str, Any]
-    nan: int
-    inf: int
-    passed: bool
-    error: str = ""
     kind: str = "values"  # values: element-wise against eager; metric: a deployment variant's task metric
     metric: dict[str, Any] | None = None  # {name, reference, quantized, drop, max_drop, on}
     size_mb: dict[str, float] | None = None  # {fp32, variant, ratio}
@@ -57,8 +50,13 @@ class Check:
 
     @classmethod
     def of(cls, fmt: str, sizes: dict[str, int], shapes: dict[str, list[int]], c: Comparison) -> "Check":
-        return cls(fmt, sizes, shapes, c.max_abs_err, c.max_rel_err, c.out_of_tolerance, c.worst, c.nan, c.inf,
-                   c.passed, c.error)
+        return cls(**asdict(c), format=fmt, sizes=sizes, shapes=shapes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row in parity.json: what was compared first, then how it went."""
+        data = asdict(self)
+        head = {k: data.pop(k) for k in ("format", "sizes", "shapes")}
+        return {**head, **data}
 
 
 @dataclass
@@ -82,8 +80,9 @@ class ParityReport:
     def as_dict(self) -> dict[str, Any]:
         """parity.json: everything but the exceptions themselves (their text is in `errors`)."""
         from dataclasses import replace
-        data = asdict(replace(self, failures=[]))
+        data = asdict(replace(self, failures=[], checks=[]))
         data.pop("failures")
+        data["checks"] = [c.as_dict() for c in self.checks]
         return data
 
 
