@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,11 +52,8 @@ class Artifact:
 def staged_folder(path: Path, companions: list[str]) -> Iterator[Path]:
     """A temp folder beside `path`: the block writes `path.name` (and its companion files) in it under
     their final names, and they are moved into place, companions first, only when it succeeds."""
-    import shutil
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.stem}.partial-*"):  # left by an export that was killed
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+        _clear_stale(path)
         folder = Path(tempfile.mkdtemp(prefix=f".{path.stem}.partial-", dir=path.parent))
     except OSError as e:
         raise WriteError(path, e.strerror or str(e)) from None
@@ -81,13 +79,7 @@ def staged(path: Path) -> Iterator[Path]:
     """A temp path beside `path`, renamed over it only when the block succeeds: a killed or failed
     export never leaves a half-written file under the artifact's name."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.stem}.partial-*"):  # left by an export that was killed
-            if stale.is_dir():
-                import shutil
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
+        _clear_stale(path)
         # the temp name keeps the real suffix last: torch.export.save insists on ".pt2"
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.partial-", suffix=path.suffix, dir=path.parent)
         os.close(fd)
@@ -104,10 +96,6 @@ def staged(path: Path) -> Iterator[Path]:
                 raise WriteError(path, first_line(e, 200)) from None
             raise
         try:
-            data = tmp_path.with_name(tmp_path.name + ".data")
-            if data.exists():
-                os.chmod(data, file_mode())
-                os.replace(data, path.with_name(path.name + ".data"))
             with open(tmp_path, "rb") as f:
                 os.fsync(f.fileno())
             os.chmod(tmp_path, file_mode())
@@ -115,6 +103,14 @@ def staged(path: Path) -> Iterator[Path]:
         except OSError as e:
             raise WriteError(path, e.strerror or str(e)) from None
     finally:
-        for leftover in (tmp_path, tmp_path.with_name(tmp_path.name + ".data")):
-            if leftover.exists():
-                leftover.unlink()
+        tmp_path.unlink(missing_ok=True)
+
+
+def _clear_stale(path: Path) -> None:
+    """Make `path`'s folder, and remove what an export that was killed left beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.stem}.partial-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)

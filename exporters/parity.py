@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 import torch
@@ -79,7 +79,6 @@ class ParityReport:
 
     def as_dict(self) -> dict[str, Any]:
         """parity.json: everything but the exceptions themselves (their text is in `errors`)."""
-        from dataclasses import replace
         data = asdict(replace(self, failures=[], checks=[]))
         data.pop("failures")
         data["checks"] = [c.as_dict() for c in self.checks]

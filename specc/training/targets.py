@@ -80,20 +80,23 @@ def _vocabulary(spec: Spec, typed: TypedGraph, cfg: TrainConfig, found: Layout) 
     inp = next(iter(spec.inputs.values()))
     vocab = int(inp.range[1]) if inp.range else 256
     if found.classes < vocab:
-        name, val = typed.graph.outputs[0]
-        node = typed.graph._index.get(val.node)
-        raise SpecError.at(node.loc if node is not None else inp.loc,
-                           f"the output '{name}' scores {found.classes} tokens, but the targets are ids of input "
+        name, loc = _output(spec, typed)
+        raise SpecError.at(loc, f"the output '{name}' scores {found.classes} tokens, but the targets are ids of input "
                            f"'{inp.name}', which ranges over {vocab}",
                            f"make the last layer's out_features {vocab} (the vocabulary)")
 
 
 def _mismatch(spec: Spec, typed: TypedGraph, out: tuple, target: tuple, why: str, hint: str) -> SpecError:
-    name, val = typed.graph.outputs[0]
-    node = typed.graph._index.get(val.node)
-    loc = node.loc if node is not None else spec.inputs[val.node].loc
+    name, loc = _output(spec, typed)
     return SpecError.at(loc, f"the output '{name}' {fmt_shape(out)} cannot meet the target {fmt_shape(target)} in "
                         f"the loss: {why}", hint)
+
+
+def _output(spec: Spec, typed: TypedGraph) -> tuple[str, Any]:
+    """The model's (first) output: its name, and the YAML line of the node (or input) that makes it."""
+    name, val = typed.graph.outputs[0]
+    node = typed.graph._index.get(val.node)
+    return name, node.loc if node is not None else spec.inputs[val.node].loc
 
 
 def check(spec: Spec, typed: TypedGraph) -> Layout | None:
