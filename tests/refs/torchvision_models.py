@@ -18,6 +18,12 @@ Each of these is registered in ``sys.modules`` as a bare package module whose ``
 installed directory, so submodules (``torchvision.models.resnet`` ...) are found and executed
 from the real installed files. Nothing else is stubbed, and torch itself is never touched.
 If a genuine ``torchvision`` is already imported, it is used as is.
+
+torchvision lives outside ``sys.path``, in ``<venv>/refs`` (``pip install --no-deps --target
+.venv/refs torchvision==0.28.0``, as the Makefile does), and the ``torchvision*`` entries leave
+``sys.modules`` once the model files are loaded: transformers, the other test-only reference,
+imports torchvision's image code whenever it can find the package, and that fails beside our CPU
+torch. So neither reference can see the other, in any order, in one process.
 """
 from __future__ import annotations
 
@@ -36,10 +42,15 @@ _MODEL_MODULES = ("resnet", "mobilenetv2", "vision_transformer")
 _loaded: dict[str, types.ModuleType] = {}
 
 
+REFS = os.path.join(sys.prefix, "refs")  # where the Makefile installs torchvision, off sys.path
+
+
 def _package_dir() -> str | None:
     mod = sys.modules.get("torchvision")
     if mod is not None:
         return list(getattr(mod, "__path__", []) or [None])[0]
+    if os.path.isdir(os.path.join(REFS, "torchvision")):
+        return os.path.join(REFS, "torchvision")
     try:
         spec = importlib.util.find_spec("torchvision")
     except (ImportError, ValueError):
@@ -70,10 +81,16 @@ def _load() -> dict[str, types.ModuleType]:
     root = _package_dir()
     if root is None or not os.path.isdir(root):
         raise ImportError("torchvision is not installed")
+    genuine = "torchvision" in sys.modules and not getattr(sys.modules["torchvision"], "_specc_bare", False)
     for name in _BARE_PACKAGES:
         if name not in sys.modules:
             _bare_package(name, os.path.join(root, *name.split(".")[1:]))
-    mods = {m: importlib.import_module(f"torchvision.models.{m}") for m in _MODEL_MODULES}
+    try:
+        mods = {m: importlib.import_module(f"torchvision.models.{m}") for m in _MODEL_MODULES}
+    finally:
+        if not genuine:  # the loaded modules keep their globals; the package names go away
+            for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+                del sys.modules[name]
     _loaded.update(mods)
     return _loaded
 
@@ -89,11 +106,10 @@ def available() -> bool:
 
 def version() -> str | None:
     """The installed torchvision's version, read from its metadata (its version.py loads _C)."""
-    try:
-        from importlib.metadata import version as _v
-        return _v("torchvision")
-    except Exception:
-        return None
+    from importlib.metadata import distributions
+    for dist in distributions(name="torchvision", path=[REFS, *sys.path]):
+        return dist.version
+    return None
 
 
 def resnet(layers: list[int], bottleneck: bool, groups: int = 1, width_per_group: int = 64,
