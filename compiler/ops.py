@@ -204,6 +204,9 @@ def _arange_form(args: dict, n_inputs: int) -> Problem | None:
             return Problem(f"arange of an input counts along dim; {extra}: belongs to a plain range",
                            "drop from: for a range start..end, or drop " + extra, extra)
         return None
+    if args.get("end") is None and args.get("dim") is not None:
+        return Problem("arange with dim: counts the positions of an input, which from: must name",
+                       "add from: x (arange reads no input unless from: says which)")
     if args.get("end") is None:
         return Problem("arange needs end: (a range start..end), or from: an input and dim: (its positions)",
                        "add end: time, or from: x and dim: 1")
