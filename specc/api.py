@@ -106,5 +106,16 @@ def generate(target: Any = None, prompt: str = "", tokens: int = 100, temperatur
     return _generate(target, prompt, tokens, temperature, top_k, seed)
 
 
+def serve(target: Any = None, **options: Any) -> int:
+    """`specc serve`: serve a run over HTTP until SIGINT or SIGTERM (then 0). Options are
+    `ServeOptions` fields: onnx, allow_unchecked, host, port, max_batch, batch_timeout_ms, token,
+    max_body, client_timeout_s.
+
+    >>> specc.serve("runs/house", port=8000, max_batch=32)
+    """
+    from .serving.server import ServeOptions, serve as _serve
+    return _serve(target, ServeOptions(**options))
+
+
 __all__ = ["Spec", "load", "build", "compiled", "compiled_run", "build_run", "emit_python", "write_graph", "train",
-           "export", "diff", "predict", "generate"]
+           "export", "diff", "predict", "generate", "serve"]

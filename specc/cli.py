@@ -180,6 +180,7 @@ def export(
     optimize: Annotated[Optional[str], typer.Option("--optimize", help="Also save onnxruntime's optimized graph: O1, O2 or O3.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", help="Largest metric drop a variant may show: accuracy points, or percent relative error.")] = 1.0,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Exit 0 even if parity fails.")] = False,
+    triton: Annotated[bool, typer.Option("--triton", help="Also write a Triton model repository: export/triton/<name>/{config.pbtxt,1/model.onnx}.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Re-check the artifacts already in RUN/export.")] = False,
     quiet: Quiet = False,
 ) -> None:
@@ -192,7 +193,8 @@ def export(
         chosen = [f for f, on in (("onnx", onnx), ("torchscript", torchscript), ("pt2", pt2), ("compile", compile_))
                   if on or all_]
         rep = api.export(target, chosen or None, opset=opset, atol=atol, rtol=rtol, exporter=exporter, verify=verify,
-                         quantize=quantize, fp16=fp16, optimize=optimize, max_drop=max_drop, out=_say(quiet))
+                         quantize=quantize, fp16=fp16, optimize=optimize, max_drop=max_drop, out=_say(quiet),
+                         triton=triton)
         if not quiet:
             print_report(rep)
         for line in error_lines(rep):
@@ -250,6 +252,31 @@ def generate(
     def run() -> None:
         from . import api
         print(api.generate(target, prompt, tokens=tokens, temperature=temperature, top_k=top_k, seed=seed))
+
+    _guard(run)
+
+
+@app.command(epilog="Examples: specc serve runs/house   specc serve runs/house --onnx --max-batch 32   "
+             "specc serve runs/house --host 0.0.0.0 --token $SECRET")
+def serve(
+    target: Annotated[Optional[str], typer.Argument(help="A run folder (default: the latest run).")] = None,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Serve export/model.onnx in onnxruntime instead of torch.")] = False,
+    allow_unchecked: Annotated[bool, typer.Option("--allow-unchecked", help="With --onnx: serve a file whose parity check did not pass (warns).")] = False,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback wants --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: a free one).")] = 8000,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Rows merged into one model run (1: no batching).")] = 16,
+    batch_timeout_ms: Annotated[float, typer.Option("--batch-timeout-ms", help="How long a request waits for others to share its run.")] = 2.0,
+    token: Annotated[Optional[str], typer.Option("--token", envvar="SPECC_TOKEN", help="Require 'Authorization: Bearer TOKEN' (env: SPECC_TOKEN).")] = None,
+    max_body: Annotated[int, typer.Option("--max-body", help="Largest request body, in bytes.")] = 8 << 20,
+    client_timeout: Annotated[float, typer.Option("--client-timeout", help="Seconds a client may take to send a request.")] = 30.0,
+) -> None:
+    """Serve a run over HTTP: the Open Inference Protocol (v2), dynamic batching, /v1/predict and /v1/generate."""
+
+    def run() -> int:
+        from . import api
+        return api.serve(target, onnx=onnx, allow_unchecked=allow_unchecked, host=host, port=port, max_batch=max_batch,
+                         batch_timeout_ms=batch_timeout_ms, token=token, max_body=max_body,
+                         client_timeout_s=client_timeout)
 
     _guard(run)
 

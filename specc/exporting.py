@@ -49,6 +49,7 @@ class ExportOptions:
     fp16: bool = False
     optimize: str | None = None  # O1 | O2 | O3
     max_drop: float = 1.0  # accuracy points, or percent relative error
+    triton: bool = False  # also write export/triton/<name>/ from the checked ONNX file
 
     def deployments(self) -> list[str]:
         if self.quantize is not None and self.quantize != "int8":
@@ -81,7 +82,7 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     compiled = compile_run(run_dir)
     cfg = compiled.spec.export.override(opset=opts.opset, atol=opts.atol, rtol=opts.rtol, exporter=opts.exporter)
     wanted = opts.deployments()
-    chosen = _formats(formats, cfg, wanted, say)
+    chosen = _formats(formats, cfg, wanted + (["triton"] if opts.triton else []), say)
     _check_plugin_formats(compiled, chosen)
     trained = runs.is_trained(run_dir)
     if not trained:
@@ -98,7 +99,20 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     if quiet.summary():
         rep.warnings["export"] = quiet.summary()
     _write_reports(rep, session.job.export_dir, compiled.spec.name, "onnx" in session.runners)
+    if opts.triton:
+        _triton(run_dir, say)
     return rep
+
+
+def _triton(run_dir: Path, say: Callable[[str], None]) -> None:
+    """export/triton/<name>/ from the ONNX file, only when its parity passed."""
+    from .serving.model import triton_repository
+    try:
+        path = triton_repository(run_dir)
+    except SpecError as e:
+        say(f"{'triton':<12} not written: {e.diagnostics[0].message}")
+        return
+    say(f"{'triton':<12} {path}/ (config.pbtxt, 1/model.onnx)")
 
 
 def _formats(formats: Any, cfg: ExportConfig, wanted: list[str], say: Callable[[str], None]) -> tuple[str, ...]:
