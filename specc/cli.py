@@ -220,12 +220,13 @@ def predict(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the CSV here (default: stdout).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Run export/model.onnx in onnxruntime instead of torch.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per forward pass.")] = 256,
+    allow_unchecked: Annotated[bool, typer.Option("--allow-unchecked", help="With --onnx: use a file whose parity check did not pass (warns).")] = False,
 ) -> None:
     """Run a trained model on new data with the run's normalization; CSV out."""
 
     def run() -> None:
         from . import api
-        result = api.predict(target, data, onnx=onnx, batch_size=batch_size)
+        result = api.predict(target, data, onnx=onnx, batch_size=batch_size, allow_unchecked=allow_unchecked)
         if out is None:
             sys.stdout.write(result.csv())
             return
