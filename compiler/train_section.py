@@ -160,10 +160,16 @@ class _Reader:
             return default
         return v
 
-    def unknown(self, known: tuple[str, ...], what: str) -> None:
+    def unknown(self, known: tuple[str, ...], what: str) -> set[str]:
+        """Report the keys not in `known`; returns the known keys they look like misspellings of."""
+        meant = set()
         for k, loc in self.node.key_locs.items():
             if k not in known:
-                self.c.error(loc, f"unknown {what} key '{k}'", did_you_mean(k, known, "key"))
+                hint = did_you_mean(k, known, "key")
+                self.c.error(loc, f"unknown {what} key '{k}'", hint)
+                if hint.startswith("did you mean '"):
+                    meant.add(hint.split("'")[1])
+        return meant
 
 
 def check_train(node: Node | None, params: Mapping[str, Any], spec_file: str, c: Collector) -> TrainConfig | None:
@@ -174,10 +180,10 @@ def check_train(node: Node | None, params: Mapping[str, Any], spec_file: str, c:
         c.error(node.loc, "'train' must be a mapping", "see DESIGN §3")
         return None
     r = _Reader(node, params, c)
-    r.unknown(TRAIN_KEYS, "train")
+    misspelt = r.unknown(TRAIN_KEYS, "train")  # `optimiser:` is reported once, as a typo, not also as missing
     data = _data(node.get("data"), params, spec_file, node.loc, c)
-    loss = _component(node.get("loss"), "loss", params, c, node.loc)
-    opt = _component(node.get("optimizer"), "optimizer", params, c, node.loc)
+    loss = _component(node.get("loss"), "loss", params, c, node.loc, "loss" in misspelt)
+    opt = _component(node.get("optimizer"), "optimizer", params, c, node.loc, "optimizer" in misspelt)
     scheduler, interval, warmup = _scheduler(node.get("scheduler"), params, c, node.loc)
     device = r.value("device", "auto")
     if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
@@ -214,11 +220,13 @@ def _checkpoint(node: Node, params: Mapping[str, Any], c: Collector) -> Checkpoi
 
 
 def _component(node: Node | None, what: str, params: Mapping[str, Any], c: Collector,
-               parent: Loc) -> Component | None:
+               parent: Loc, misspelt: bool = False) -> Component | None:
     """`MSELoss`, or `{name: SGD, lr: 0.1}`: a torch class name and its keyword arguments."""
     kind = {"loss": "losses", "optimizer": "optimizers", "scheduler": "schedulers"}[what]
     known = catalog.names(kind)
     if node is None:
+        if misspelt:  # already reported at the misspelt key
+            return None
         c.error(parent, f"train has no '{what}'", "loss: MSELoss" if what == "loss" else "optimizer: {name: Adam, lr: 0.001}")
         return None
     value = try_evaluate(node, params, c)

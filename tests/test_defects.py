@@ -51,3 +51,13 @@ def test_predict_refuses_an_onnx_file_whose_parity_did_not_pass(zig, tmp_path):
         to_onnx.record_verdict(path, "passed")
         (zig / "export/parity.json").write_text(parity)
     assert checked_onnx(zig) == path
+
+
+# --- 8: smaller points ----------------------------------------------------------------------------------
+
+def test_did_you_mean_prefers_a_case_insensitive_match():
+    from compiler.errors import did_you_mean
+    assert did_you_mean("Adamw", ["Adam", "AdamW", "SGD"]) == "did you mean 'AdamW'?"
+    with pytest.raises(SpecError) as info:
+        specc.build(ROOT / "tests/cases/bad/train_optimizer_case.yaml")
+    assert info.value.diagnostics[0].hint == "did you mean 'AdamW'?"
