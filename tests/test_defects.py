@@ -61,3 +61,88 @@ def test_did_you_mean_prefers_a_case_insensitive_match():
     with pytest.raises(SpecError) as info:
         specc.build(ROOT / "tests/cases/bad/train_optimizer_case.yaml")
     assert info.value.diagnostics[0].hint == "did you mean 'AdamW'?"
+
+
+# --- 1, 2: class folders against the classifier's outputs -------------------------------------------------
+
+def _pictures(root, classes, per_class=3):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _image_spec(tmp_path, outputs, extra=""):
+    spec = tmp_path / "digits.yaml"
+    spec.write_text(f"""specc: 1
+name: digits
+inputs:
+  x: [batch, 1, 8, 8]
+layers:
+  - {{op: flatten, start_dim: 1}}
+  - {{name: head, op: Linear, out_features: {outputs}}}
+train:
+  data: {{images: pics, val_split: 0.2{extra}}}
+  loss: CrossEntropyLoss
+  optimizer: {{name: SGD, lr: 0.1}}
+  epochs: 1
+""")
+    return spec
+
+
+@pytest.mark.parametrize("outputs", [2, 4])
+def test_more_class_folders_than_outputs_is_an_error_at_the_output_node(tmp_path, outputs):
+    _pictures(tmp_path / "pics", [str(k) for k in range(outputs + (8 if outputs == 2 else 1))])
+    spec = _image_spec(tmp_path, outputs)
+    r = invoke("train", spec, "--out", tmp_path / "run")
+    folders = outputs + (8 if outputs == 2 else 1)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"{spec}:7:5: error: the output 'head' scores {outputs} classes, but {tmp_path / 'pics'} " \
+                       f"has {folders} class folders ({', '.join(map(str, range(folders)))})"
+    assert lines[-1] == f"hint: make the last layer's out_features {folders}, or remove the extra class folders " \
+                        f"(train.data at {spec}:9:18)"
+    assert not (tmp_path / "run").exists()  # 8: a failed train of a spec leaves no half-made run folder
+
+
+def test_an_empty_class_folder_is_refused_at_the_folder(tmp_path):
+    _pictures(tmp_path / "pics", ["a", "b"])
+    (tmp_path / "pics" / "c").mkdir()
+    spec = _image_spec(tmp_path, 3)
+    r = invoke("train", spec, "--out", tmp_path / "run")
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[0] == f"{tmp_path / 'pics' / 'c'}: error: this class folder holds no images " \
+                                       "(.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, .tiff)"
+
+
+def test_every_corrupt_image_is_reported_up_to_a_limit(tmp_path):
+    from specc.training.sources import MAX_REPORTED
+    _pictures(tmp_path / "pics", ["a", "b"], per_class=30)
+    broken = sorted((tmp_path / "pics" / "b").glob("*.png"))[:MAX_REPORTED + 3]
+    for f in broken:
+        f.write_bytes(b"not a png")
+    r = invoke("train", _image_spec(tmp_path, 2), "--out", tmp_path / "run")
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if ": error: " in line]
+    assert [e.split(":")[0] for e in errors] == [str(f) for f in broken[:MAX_REPORTED]]
+    assert "; 3 more bad images are not listed\n" in r.stderr
+
+
+def test_every_bad_csv_cell_is_reported(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,y\n1,x,0\n2,3\n4,5,z\n")
+    spec = tmp_path / "t.yaml"
+    spec.write_text("""specc: 1
+name: t
+inputs: {x: [batch, 2]}
+layers: [{op: Linear, out_features: 1}]
+train: {data: {csv: t.csv}, loss: MSELoss, optimizer: {name: SGD, lr: 0.1}}
+""")
+    r = invoke("train", spec, "--out", tmp_path / "run")
+    assert r.returncode == 2
+    assert [line for line in r.stderr.splitlines() if ": error: " in line] == [
+        f"{tmp_path / 't.csv'}:2:3: error: non-numeric value 'x' in column 'b'",
+        f"{tmp_path / 't.csv'}:3:1: error: row has 2 fields, the header has 3",
+        f"{tmp_path / 't.csv'}:4:5: error: non-numeric value 'z' in column 'y'"]

@@ -74,8 +74,8 @@ def prepare_run(target: Any, params: Any, opts: Options, locks: contextlib.ExitS
         raise SpecError.at(file_loc(str(run_dir)), "run path exists and is not a folder", "pass --out DIR")
     created = not run_dir.exists()
     locks.enter_context(RunLock(run_dir))
-    if created:  # a spec that fails to build leaves no folder holding only the lock
-        locks.callback(_remove_if_only_lock, run_dir)
+    if created:  # a spec that fails to build or train before its first epoch leaves no folder behind
+        locks.push(lambda kind, e, tb: _remove_unstarted(run_dir, failed=kind is not None))
     if runs.has_checkpoints(run_dir):
         if not opts.resume and not opts.force:
             raise SpecError.at(file_loc(str(run_dir)), "this run has been trained already",
@@ -152,10 +152,15 @@ def train(target: Any = None, params: Any = None, *, progress: bool = True, **op
         return _Session(run_dir, spec, opts, dist_env).run()
 
 
-def _remove_if_only_lock(run_dir: Path) -> None:
-    if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [".lock"]:
-        (run_dir / ".lock").unlink()
-        run_dir.rmdir()
+def _remove_unstarted(run_dir: Path, failed: bool) -> None:
+    """A run folder this command made, when it holds only the lock, or when training failed before
+    anything worth keeping (a checkpoint, a metrics row) was written: a half-made run is no run."""
+    if not run_dir.is_dir():
+        return
+    names = {p.name for p in run_dir.iterdir()}
+    if names == {".lock"} or (failed and not runs.has_checkpoints(run_dir) and "metrics.csv" not in names):
+        import shutil
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def config(spec: Spec) -> TrainConfig:
@@ -210,6 +215,9 @@ class _Session:
         data = load_data(self.cfg.data, self.spec, layout.task, layout.classes, self.cfg.seed)
         if layout.target is None:  # npz: only the file could tell the target's shape
             layout = targets.layout(self.spec, compiled.typed, self.cfg, data.target_shape)
+        note = targets.check_classes(self.spec, compiled.typed, self.cfg, layout, data.classes)
+        if note and self.rank == 0 and not self.opts.quiet:
+            print(note, file=sys.stderr)
         data.class_dim, data.flatten = layout.class_dim, layout.flatten
         if device.type == "cuda":
             _to_device(data, device)
