@@ -67,6 +67,7 @@ class EarlyStopping:
     monitor: str
     mode: str  # min | max
     min_delta: float
+    restore_best: bool = True  # the run's weights are the best epoch's, not the last one's
 
 
 @dataclass(frozen=True)
@@ -397,11 +398,11 @@ def _early(node: Node | None, params: Mapping[str, Any], c: Collector) -> EarlyS
         c.error(node.loc, "early_stopping must be a mapping", "early_stopping: {patience: 5, monitor: val_loss}")
         return None
     r = _Reader(node, params, c)
-    r.unknown(("patience", "monitor", "mode", "min_delta"), "early_stopping")
+    r.unknown(("patience", "monitor", "mode", "min_delta", "restore_best"), "early_stopping")
     monitor = r.value("monitor", "val_loss")
     if monitor not in MONITORS:
         c.error(r.loc("monitor"), f"unknown metric {monitor!r} to monitor", did_you_mean(str(monitor), MONITORS))
         monitor = "val_loss"
     default_mode = "max" if any(w in str(monitor) for w in ("accuracy", "r2")) else "min"
     return EarlyStopping(r.int("patience", 1, 5), str(monitor), r.choice("mode", ("min", "max"), default_mode),
-                         r.number("min_delta", 0.0) or 0.0)
+                         r.number("min_delta", 0.0) or 0.0, r.bool("restore_best", True))

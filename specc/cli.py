@@ -156,7 +156,9 @@ def train(
         if result.history and not quiet:
             print(f"trained {result.run_dir} for {result.epochs} epochs: " +
                   ", ".join(f"{k} {v:.4g}" for k, v in result.final.items()
-                            if isinstance(v, float) and k not in ("seconds", "samples_per_s", "lr")))
+                            if isinstance(v, float) and k not in ("seconds", "samples_per_s", "lr")) +
+                  (f"; its weights are epoch {result.weights_from_epoch}'s, the best"
+                   if result.weights_from_epoch not in (None, result.epochs) else ""))
         return 0
 
     _guard(run)

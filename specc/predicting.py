@@ -76,6 +76,11 @@ def predict(target: Any, data: str | Path, onnx: bool = False, batch_size: int =
     cfg, stats = _config(spec, run_dir), _stats(run_dir)
     if not runs.is_trained(run_dir):
         raise SpecError.at(file_loc(str(run_dir)), "this run was never trained", "train it first: specc train RUN")
+    part_way = runs.stopped_part_way(run_dir)
+    if part_way is not None:
+        raise SpecError.at(file_loc(str(run_dir)), f"this run was stopped part-way (its last checkpoint is "
+                           f"{part_way.name}): its weights are not the trained ones yet",
+                           f"finish it first: specc train {run_dir} --resume")
     path = Path(data)
     if not path.exists():
         raise SpecError.at(file_loc(str(path)), "no such file or folder", "pass a csv or npz file, an image folder or a text file")

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 import specc
@@ -146,3 +147,32 @@ train: {data: {csv: t.csv}, loss: MSELoss, optimizer: {name: SGD, lr: 0.1}}
         f"{tmp_path / 't.csv'}:2:3: error: non-numeric value 'x' in column 'b'",
         f"{tmp_path / 't.csv'}:3:1: error: row has 2 fields, the header has 3",
         f"{tmp_path / 't.csv'}:4:5: error: non-numeric value 'z' in column 'y'"]
+
+
+# --- 7: early stopping keeps the best epoch's weights -----------------------------------------------------
+
+def _weights(run):
+    from safetensors.torch import load_file
+    return load_file(run / "model.safetensors")
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_early_stopping_keeps_the_best_weights_across_a_resume(tmp_path):
+    zig = ROOT / "specs/mlp2_zigzag.yaml"
+    # min_delta so large that no epoch after the first counts as better: epoch 1 is the best
+    stop = ["train.early_stopping={patience: 2, monitor: val_loss, min_delta: 1.0e+9}"]
+    first = specc.train(zig, ["train.epochs=1"], progress=False, out=tmp_path / "one").run_dir
+    last = specc.train(zig, ["train.epochs=3"], progress=False, out=tmp_path / "three").run_dir
+    run = tmp_path / "stopped"
+    specc.train(zig, stop, epochs=2, progress=False, out=run)  # a first process ends after epoch 2 ...
+    result = specc.train(run, epochs=3, resume=True, progress=False)  # ... a second one stops early at 3
+    assert result.history[-1]["stopped_early"] and result.epochs == 3 and result.weights_from_epoch == 1
+    assert _same(_weights(run), _weights(first)) and not _same(_weights(run), _weights(last))
+    trained = json.loads((run / "summary.json").read_text())["trained"]
+    assert trained["weights_from_epoch"] == 1 and trained["best"]["epoch"] == 1 and trained["epochs"] == 3
+    keep_last = specc.train(zig, stop + ["train.early_stopping.restore_best=false"], progress=False,
+                            out=tmp_path / "last")
+    assert keep_last.weights_from_epoch == 3 and _same(_weights(keep_last.run_dir), _weights(last))

@@ -38,6 +38,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     epochs: int
     resumed_from: int  # 0: a fresh start
+    weights_from_epoch: int | None = None  # the epoch model.safetensors holds (early stopping: the best)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -78,7 +79,9 @@ def prepare_run(target: Any, params: Any, opts: Options, locks: contextlib.ExitS
         locks.push(lambda kind, e, tb: _remove_unstarted(run_dir, failed=kind is not None))
     if runs.has_checkpoints(run_dir):
         if not opts.resume and not opts.force:
-            raise SpecError.at(file_loc(str(run_dir)), "this run has been trained already",
+            part_way = runs.stopped_part_way(run_dir)
+            raise SpecError.at(file_loc(str(run_dir)), "this run has been trained already" if part_way is None else
+                               f"this run was stopped part-way (its last checkpoint is {part_way.name})",
                                "pass --resume to continue it, or --force to start it over")
         if opts.resume:
             return run_dir, _resumable(run_dir, spec, params, origin, opts.quiet)
@@ -173,7 +176,8 @@ def config(spec: Spec) -> TrainConfig:
 def _result(run_dir: Path, start: int) -> TrainResult:
     history = MetricsLog(run_dir / "metrics.csv").rows()
     rows = [{k: _number(v, k == "epoch") for k, v in r.items()} for r in history]
-    return TrainResult(run_dir, rows, int(rows[-1]["epoch"]) if rows else 0, start)
+    trained = runs.read_json(run_dir / runs.SUMMARY).get("trained") or {}
+    return TrainResult(run_dir, rows, int(rows[-1]["epoch"]) if rows else 0, start, trained.get("weights_from_epoch"))
 
 
 def _number(v: str, integer: bool = False) -> Any:
@@ -290,11 +294,18 @@ class _Session:
             write_plot(self.run_dir / "loss.png", history, self.spec.name)
         if not final:
             return
-        atomic_write_bytes(self.run_dir / runs.WEIGHTS, weights.state_bytes(loop.parts.module))
+        module, pos, es = loop.parts.module, loop.pos, self.cfg.early_stopping
+        best = es is not None and es.restore_best and loop.best_weights is not None
+        if best:  # the final checkpoint keeps the last epoch's state, for --resume --epochs N
+            module.load_state_dict(loop.best_weights)
+        atomic_write_bytes(self.run_dir / runs.WEIGHTS, weights.state_bytes(module))
         summary = runs.read_json(self.run_dir / runs.SUMMARY)
         last = {k: _number(v, k == "epoch") for k, v in history[-1].items()} if history else {}
-        summary["trained"] = {"epochs": loop.pos.epoch, "final": last, "device": str(loop.where.device),
-                              "precision": self.cfg.precision, "world_size": self.world}
+        summary["trained"] = {"epochs": pos.epoch, "final": last, "device": str(loop.where.device),
+                              "precision": self.cfg.precision, "world_size": self.world,
+                              "weights_from_epoch": pos.best_epoch if best else pos.epoch}
+        if es is not None and pos.best is not None:
+            summary["trained"]["best"] = {"monitor": es.monitor, "value": pos.best, "epoch": pos.best_epoch}
         if loop.where.data.classes:
             summary["classes"] = loop.where.data.classes
         atomic_write_json(self.run_dir / runs.SUMMARY, summary)
