@@ -90,13 +90,14 @@ def diff(a: Any, b: Any, params_a: Any = None, params_b: Any = None) -> dict:
     return _diff(a, b, params_a, params_b)
 
 
-def predict(target: Any = None, data: Any = None, onnx: bool = False, batch_size: int = 256) -> Any:
+def predict(target: Any = None, data: Any = None, onnx: bool = False, batch_size: int = 256,
+            allow_unchecked: bool = False) -> Any:
     """A trained run's predictions for new data (`specc predict`); `.rows`, `.header`, `.csv()`.
 
     >>> specc.predict("runs/house", "new.csv").rows
     """
     from .predicting import predict as _predict
-    return _predict(target, data, onnx=onnx, batch_size=batch_size)
+    return _predict(target, data, onnx=onnx, batch_size=batch_size, allow_unchecked=allow_unchecked)
 
 
 def generate(target: Any = None, prompt: str = "", tokens: int = 100, temperature: float = 1.0,

@@ -156,7 +156,9 @@ def train(
         if result.history and not quiet:
             print(f"trained {result.run_dir} for {result.epochs} epochs: " +
                   ", ".join(f"{k} {v:.4g}" for k, v in result.final.items()
-                            if isinstance(v, float) and k not in ("seconds", "samples_per_s", "lr")))
+                            if isinstance(v, float) and k not in ("seconds", "samples_per_s", "lr")) +
+                  (f"; its weights are epoch {result.weights_from_epoch}'s, the best"
+                   if result.weights_from_epoch not in (None, result.epochs) else ""))
         return 0
 
     _guard(run)
@@ -222,12 +224,13 @@ def predict(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the CSV here (default: stdout).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Run export/model.onnx in onnxruntime instead of torch.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per forward pass.")] = 256,
+    allow_unchecked: Annotated[bool, typer.Option("--allow-unchecked", help="With --onnx: use a file whose parity check did not pass (warns).")] = False,
 ) -> None:
     """Run a trained model on new data with the run's normalization; CSV out."""
 
     def run() -> None:
         from . import api
-        result = api.predict(target, data, onnx=onnx, batch_size=batch_size)
+        result = api.predict(target, data, onnx=onnx, batch_size=batch_size, allow_unchecked=allow_unchecked)
         if out is None:
             sys.stdout.write(result.csv())
             return

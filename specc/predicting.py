@@ -63,8 +63,10 @@ def _config(spec: Spec, run_dir: Path) -> DataConfig:
     return spec.train.data
 
 
-def predict(target: Any, data: str | Path, onnx: bool = False, batch_size: int = 256) -> Predictions:
-    """Predictions of a run (default: the latest) for the samples in `data`."""
+def predict(target: Any, data: str | Path, onnx: bool = False, batch_size: int = 256,
+            allow_unchecked: bool = False) -> Predictions:
+    """Predictions of a run (default: the latest) for the samples in `data`. With `onnx`, the run's
+    export/model.onnx must have passed its parity check (`allow_unchecked` uses it anyway, loudly)."""
     run_dir = runs.target_path(target)
     if not runs.is_run(run_dir):
         raise SpecError.at(file_loc(str(run_dir)), "predict needs a run folder", "train one first: specc train SPEC")
@@ -74,10 +76,15 @@ def predict(target: Any, data: str | Path, onnx: bool = False, batch_size: int =
     cfg, stats = _config(spec, run_dir), _stats(run_dir)
     if not runs.is_trained(run_dir):
         raise SpecError.at(file_loc(str(run_dir)), "this run was never trained", "train it first: specc train RUN")
+    part_way = runs.stopped_part_way(run_dir)
+    if part_way is not None:
+        raise SpecError.at(file_loc(str(run_dir)), f"this run was stopped part-way (its last checkpoint is "
+                           f"{part_way.name}): its weights are not the trained ones yet",
+                           f"finish it first: specc train {run_dir} --resume")
     path = Path(data)
     if not path.exists():
         raise SpecError.at(file_loc(str(path)), "no such file or folder", "pass a csv or npz file, an image folder or a text file")
-    runner = _onnx_runner(run_dir) if onnx else _torch_runner(run_dir)
+    runner = _onnx_runner(run_dir, allow_unchecked) if onnx else _torch_runner(run_dir)
     reader = _reader(cfg, spec, stats, path)
     header: list[str] | None = None
     rows: list[list[Any]] = []
@@ -106,11 +113,11 @@ def _torch_runner(run_dir: Path) -> Runner:
     return run
 
 
-def _onnx_runner(run_dir: Path) -> Runner:
+def _onnx_runner(run_dir: Path, allow_unchecked: bool) -> Runner:
     from exporters import to_onnx
-    path = run_dir / "export" / "model.onnx"
-    if not path.is_file():
-        raise SpecError.at(file_loc(str(path)), "the run has no ONNX export", f"export it first: specc export {run_dir} --onnx")
+
+    from .verified import checked_onnx
+    path = checked_onnx(run_dir, allow_unchecked)
     sess = to_onnx.session(path)
     names = [i.name for i in sess.get_inputs()]
     return lambda xs: sess.run(None, dict(zip(names, xs)))[0].astype(np.float32)
