@@ -78,6 +78,11 @@ def _errors(app: FastAPI) -> None:
         text = f"no route {request.method} {request.url.path}" if e.status_code in (404, 405) else str(e.detail)
         return JSONResponse({"error": text}, e.status_code, headers=getattr(e, "headers", None))
 
+    @app.exception_handler(Exception)
+    async def bug(request: Request, e: Exception) -> JSONResponse:  # not the client's fault: said as such
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        return JSONResponse({"error": f"internal error (a bug in specc serve): {type(e).__name__}: {first}"}, 500)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}

@@ -172,10 +172,10 @@ def _images(proc: Processing, files: list[tuple[str, bytes]]) -> predicting.Batc
 # --- generation -------------------------------------------------------------------------------
 
 def _language_model(model: Any) -> Any:
-    from ..generating import LanguageModel
     source = model.spec.train.data.source if model.spec.train is not None else None
     if len(model.inputs) != 1 or model.inputs[0].datatype != "INT64" or source not in (None, "text", "tokens"):
         raise BadRequest(f"model '{model.name}' is not a language model; /v1/generate serves causal LMs", 400)
+    from ..generating import LanguageModel
     try:
         return LanguageModel.load(model.run_dir, onnx=model.platform == "onnxruntime_onnx")
     except SpecError as e:
