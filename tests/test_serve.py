@@ -260,3 +260,38 @@ def test_triton_repository_parses_with_tritons_model_config(house):
     assert [(t.name, model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in config.output] == [
         ("linear", "TYPE_FP32", [1])]
     assert config.HasField("dynamic_batching")
+
+
+def test_the_try_it_page_predicts_in_headless_chromium(server, house, tmp_path):
+    """The page at /, in Debian's chromium: a screenshot, and a prediction made through its form."""
+    import shutil
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,700"):
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+    try:
+        chrome.get(server.url + "/")
+        assert chrome.find_element(By.ID, "title").text == f"specc serve: {NAME}"
+        chrome.find_element(By.NAME, "area").send_keys("120")
+        chrome.find_element(By.NAME, "age").send_keys("5")
+        chrome.find_element(By.ID, "predict").click()
+        shown = WebDriverWait(chrome, 30).until(lambda d: d.find_element(By.ID, "result").text.startswith("price")
+                                                and d.find_element(By.ID, "result").text)
+        assert chrome.save_screenshot(str(tmp_path / "page.png"))
+    finally:
+        chrome.quit()
+    price = httpx.post(f"{server.url}/v1/predict", json={"rows": [{"area": 120, "age": 5}]}).json()["predictions"][0]
+    assert shown == f"price: {float(format(price['price'], '.6g'))!r}"  # JS's Number(v.toPrecision(6))
+    from PIL import Image
+    with Image.open(tmp_path / "page.png") as shot:
+        assert shot.size[0] >= 800 and len(np.unique(np.asarray(shot.convert("L")))) > 10  # drawn, not blank
