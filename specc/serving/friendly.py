@@ -160,13 +160,15 @@ async def _uploads(request: Request) -> list[tuple[str, bytes]]:
 
 
 def _images(proc: Processing, files: list[tuple[str, bytes]]) -> predicting.Batch:
-    for name, data in files:  # each file alone first, so the error names the one that is not an image
+    """Each file decoded alone, so that an error names the one that is not an image."""
+    one = []
+    for name, data in files:
         try:
-            predicting.image_batch(proc.spec, proc.stats, [io.BytesIO(data)], [name])
-        except Exception as e:  # PIL raises many kinds (and decompression bombs) for what is not an image
-            text = _said(e) if isinstance(e, SpecError) else str(e).splitlines()[0][:200]
-            raise BadRequest(f"'{name}' is not an image this server can read: {text}") from None
-    return predicting.image_batch(proc.spec, proc.stats, [io.BytesIO(d) for _, d in files], [n for n, _ in files])
+            one.append(predicting.image_batch(proc.spec, proc.stats, [io.BytesIO(data)], [name]))
+        except Exception:  # PIL raises many kinds (and decompression bombs) for what is not an image
+            raise BadRequest(f"'{name}' is not an image this server can read; send PNG, JPEG, BMP, GIF or WebP "
+                             "files") from None
+    return predicting.Batch([np.concatenate([b.inputs[0] for b in one])], [r for b in one for r in b.rows])
 
 
 # --- generation -------------------------------------------------------------------------------
