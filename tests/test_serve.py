@@ -198,7 +198,7 @@ def test_tritonclient_token_and_sigterm_drain(house):
     import tritonclient.http as triton
     from tritonclient.utils import InferenceServerException
 
-    with Server(house, "--onnx", "--token", "s3cret", "--batch-timeout-ms", 400, "--max-batch", 64) as s:
+    with Server(house, "--onnx", "--token", "s3cret") as s:
         auth = {"Authorization": "Bearer s3cret"}
         client = triton.InferenceServerClient(f"{s.host}:{s.port}")
         assert client.is_server_live()  # health needs no token
@@ -221,11 +221,16 @@ def test_tritonclient_token_and_sigterm_drain(house):
         assert httpx.post(f"{s.url}{INFER}", json={}, headers={"Authorization": "Bearer nope"}).json() == {
             "error": "this server needs 'Authorization: Bearer TOKEN'; the request has a wrong token"}
 
-        async def inflight():  # 8 requests waiting in the batcher (400 ms) when the signal comes
+        async def inflight():  # 8 requests whose bodies are still arriving when the signal comes
+            async def slowly(i):
+                data = json.dumps({"inputs": [tensor(x[i % 3:i % 3 + 1])]}).encode()
+                yield data[:10]
+                await asyncio.sleep(0.8)
+                yield data[10:]
+
             async with httpx.AsyncClient(base_url=s.url, headers=dict(auth)) as c:
-                sent = [asyncio.create_task(c.post(INFER, json={"inputs": [tensor(x[i % 3:i % 3 + 1])]}, timeout=30))
-                        for i in range(8)]
-                await asyncio.sleep(0.15)
+                sent = [asyncio.create_task(c.post(INFER, content=slowly(i), timeout=30)) for i in range(8)]
+                await asyncio.sleep(0.3)
                 s.proc.send_signal(signal.SIGTERM)
                 return await asyncio.gather(*sent)
 

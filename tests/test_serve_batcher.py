@@ -91,17 +91,29 @@ def test_without_a_timeout_only_requests_already_queued_are_merged():
     assert model.shapes == [(1, 1)] * 3 and [float(a[0][0, 0]) for a in answers] == [0.0, 2.0, 4.0]
 
 
-@pytest.mark.parametrize("timeout", [0.0, 0.2])
-def test_a_lone_request_waits_at_most_the_timeout(timeout):
-    async def main():
-        b = Batcher(Recorder(), Limits(max_batch=64, timeout_s=timeout))
-        b.start()
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        await b.submit([rows(1, 1, 0)])
-        took = loop.time() - t0
-        await b.stop()
-        return took
+def test_a_batch_waits_only_for_requests_still_arriving_and_at_most_until_its_deadline():
+    model = Recorder()
 
-    took = asyncio.run(main())
-    assert timeout <= took < timeout + 0.5
+    async def main():
+        b = Batcher(model, Limits(max_batch=64, timeout_s=0.3))
+        b.start()
+        clock = asyncio.get_running_loop().time
+        t0 = clock()
+        await b.submit([rows(1, 1, 0)])  # nothing else arriving: it runs at once
+        lone = clock() - t0
+        with b.arriving() as ticket:  # a second request is being read when the first is queued
+            first = asyncio.create_task(b.submit([rows(1, 1, 1)]))
+            await asyncio.sleep(0.1)
+            second = await b.submit([rows(1, 1, 2)], ticket)
+        merged = [await first, second]
+        with b.arriving():  # announced, but it never comes (its body was bad): the deadline ends the wait
+            t0 = clock()
+            await b.submit([rows(1, 1, 3)])
+            waited = clock() - t0
+        await b.stop()
+        return lone, merged, waited
+
+    lone, merged, waited = asyncio.run(main())
+    assert lone < 0.2 and 0.3 <= waited < 0.8
+    assert model.shapes == [(1, 1), (2, 1), (1, 1)]
+    assert [float(m[0][0, 0]) for m in merged] == [2.0, 4.0]

@@ -40,9 +40,9 @@ class Served:
             raise BadRequest(f"model '{name}' has no version '{version}'; its version is 1", 404)
         return self.model
 
-    async def infer(self, arrays: list) -> list:
+    async def infer(self, arrays: list, ticket: list[bool] | None = None) -> list:
         try:
-            return await self.batcher.submit(arrays)
+            return await self.batcher.submit(arrays, ticket)
         except ModelFailed as e:
             raise BadRequest(f"the model cannot run this input: {e}", 422) from None
 
@@ -131,8 +131,9 @@ def _v2(app: FastAPI, served: Served) -> None:
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], include_in_schema=False)
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         model = served.named(name, version)
-        req = protocol.parse_infer(model, await request.body(), request.headers.get(protocol.HEADER))
-        outs = await served.infer(req.arrays)
+        with served.batcher.arriving() as ticket:
+            req = protocol.parse_infer(model, await request.body(), request.headers.get(protocol.HEADER))
+            outs = await served.infer(req.arrays, ticket)
         body, headers = protocol.encode_reply(model, req, outs)
         return Response(body, headers=headers)
 

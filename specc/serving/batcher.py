@@ -1,21 +1,25 @@
 """Dynamic batching: a queue, a deadline and a list of futures.
 
-Requests arrive with their inputs (batch dim first). The loop takes the oldest waiting request, waits
-until its deadline (arrival + timeout) or until `max_batch` rows of requests *like it* are waiting,
-runs them as one batch in the model's thread, and splits each output back into its requests' rows.
+Requests arrive with their inputs (batch dim first). The loop takes the oldest waiting request and
+runs it with the requests *like it* that are waiting, as one batch in the model's thread, then splits
+each output back into its requests' rows. Before it runs, it waits for more, until `max_batch` rows
+are waiting or the oldest request's deadline (arrival + timeout) passes, but only while other
+requests are arriving (their bodies being read: `arriving()`): a lone request runs at once.
 Requests are alike when every input has the same datatype and the same sizes past the batch dim: a
 sequence of 7 tokens is never padded or merged with one of 9. Others stay queued for the next round.
 
     batcher = Batcher(model.run, Limits(max_batch=16, timeout_s=0.002))
-    outs = await batcher.submit([x])     # x: (rows, ...) -> each output's (rows, ...)
+    with batcher.arriving() as ticket:   # while the request's body is read and checked
+        outs = await batcher.submit([x], ticket)   # x: (rows, ...) -> each output's (rows, ...)
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -52,6 +56,7 @@ class Batcher:
         self.waiting: list[Pending] = []
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model run at a time
         self.task: asyncio.Task | None = None
+        self.coming = 0  # requests announced by arriving() that have not been submitted yet
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._loop())
@@ -62,8 +67,24 @@ class Batcher:
             await asyncio.gather(self.task, return_exceptions=True)
         self.pool.shutdown(wait=True)
 
-    async def submit(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[list[bool]]:
+        """Announce a request that is still being read: batches wait for it (up to their deadline)."""
+        ticket = [True]
+        self.coming += 1
+        try:
+            yield ticket
+        finally:
+            self._arrived(ticket)
+
+    def _arrived(self, ticket: list[bool] | None) -> None:
+        if ticket and ticket[0]:
+            ticket[0] = False
+            self.coming -= 1
+
+    async def submit(self, arrays: list[np.ndarray], ticket: list[bool] | None = None) -> list[np.ndarray]:
         """Queue one request (its inputs, batch dim first); its outputs when its batch has run."""
+        self._arrived(ticket)
         p = Pending(arrays, asyncio.get_running_loop().create_future())
         await self.queue.put(p)
         return await p.future
@@ -74,7 +95,7 @@ class Batcher:
                 self.waiting.append(await self.queue.get())
             first = self.waiting[0]
             deadline = first.arrived + self.limits.timeout_s
-            while self._gather(first):
+            while self._gather(first) and self.coming > 0:
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break

@@ -99,11 +99,14 @@ def _run(app: Any, options: ServeOptions, started: Callable[[int], None]) -> int
 
 
 def _protocol(timeout_s: float) -> type:
-    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers do not arrive within
-    `timeout_s` (uvicorn itself waits forever for a client that sends half a request)."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    """uvicorn's HTTP/1.1 protocol (httptools' parser when installed, else h11), closing a connection
+    whose request headers do not arrive within `timeout_s` (uvicorn waits forever for half a request)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
 
-    class Timed(H11Protocol):
+    class Timed(Base):  # type: ignore[misc, valid-type]
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
