@@ -236,20 +236,28 @@ def predict(
     _guard(run)
 
 
-@app.command(epilog="Example: specc generate runs/tiny-shakespeare --prompt 'ROMEO:' --tokens 200 --top-k 40")
+@app.command(epilog="Examples: specc generate runs/llama --prompt '81 218 150' --tokens 32 --top-k 1\n\n"
+                     "specc generate runs/tiny-shakespeare --prompt 'ROMEO:' --tokens 200 --top-p 0.9 --stop '\\n\\n'")
 def generate(
-    target: Annotated[Optional[str], typer.Argument(help="A language-model run (default: the latest run).")] = None,
-    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue (token ids for a tokens: run).")] = "\n",
+    target: Annotated[Optional[str], typer.Argument(help="A causal language-model run (default: the latest run).")] = None,
+    prompt: Annotated[str, typer.Option("--prompt", help="Token ids ('81 218 150'), or text for runs with a "
+                                        "tokenizer.json or text: data.")] = "\n",
     tokens: Annotated[int, typer.Option("--tokens", help="How many tokens to sample.")] = 100,
     temperature: Annotated[float, typer.Option("--temperature", help="Below 1: surer; above 1: more varied.")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample from the k likeliest tokens only.")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample from the k likeliest tokens only; 1 is greedy.")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Sample from the likeliest tokens that hold this "
+                                                   "much probability.")] = None,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="Stop before this text (a token id without a "
+                                                      "tokenizer); repeatable.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="The same seed and prompt give the same text.")] = 0,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Decode with export/model_with_past.onnx in onnxruntime.")] = False,
 ) -> None:
-    """Sample from a language-model run, seeded and reproducible."""
+    """Sample from a causal language-model run through its KV cache, seeded and reproducible."""
 
     def run() -> None:
         from . import api
-        print(api.generate(target, prompt, tokens=tokens, temperature=temperature, top_k=top_k, seed=seed))
+        print(api.generate(target, prompt, tokens=tokens, onnx=onnx, temperature=temperature, top_k=top_k,
+                           top_p=top_p, stop=tuple(stop or ()), seed=seed))
 
     _guard(run)
 
