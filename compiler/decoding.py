@@ -10,6 +10,8 @@ They are small on purpose: the pass decides *where* they go, these say *what* th
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -40,14 +42,20 @@ class KVSlot(nn.Module):
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
-def decode_mask(attention_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+def decode_mask(attention_mask: torch.Tensor | None, tokens: torch.Tensor, past_length: Any) -> torch.Tensor | None:
     """(B, past+T) 1/0 key mask and (B, T) new tokens -> (B, 1, T, past+T) bool, True where a query may
     attend: keys up to its own position that are not padding. A padding query sees itself, so that no
-    row of the softmax is empty (an empty row would be NaN, and NaN times a zero weight is NaN)."""
-    t, s = tokens.size(1), attention_mask.size(1)
+    row of the softmax is empty (an empty row would be NaN, and NaN times a zero weight is NaN).
+    Without padding (`attention_mask` None), one new token attends to every key: no mask at all."""
+    t = tokens.size(1)
+    if attention_mask is None and t == 1:
+        return None
+    s = attention_mask.size(1) if attention_mask is not None else past_length + t
     query = torch.arange(t, device=tokens.device) + (s - t)  # (T,) each new token's index among the keys
     key = torch.arange(s, device=tokens.device)  # (S,)
     causal = key.unsqueeze(0) <= query.unsqueeze(1)  # (T, S)
+    if attention_mask is None:
+        return causal
     itself = key.unsqueeze(0) == query.unsqueeze(1)
     keep = attention_mask.to(torch.bool)[:, None, None, :] & causal  # (B, 1, T, S)
     return keep | itself
@@ -131,7 +139,8 @@ class Decoder:
 
     def _run(self, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         end = self.length + idx.size(1)
-        out = self.graph(idx, positions[:1] if self.shared else positions, self.mask[:, :end], self.length)
+        mask = None if self.shared else self.mask[:, :end]  # no padding: no mask to build
+        out = self.graph(idx, mask, positions[:1] if self.shared else positions, self.length)
         self.length = end
         logits = out[0] if isinstance(out, tuple) else out
         return logits[:, -1, :]

@@ -163,7 +163,7 @@ def train(
 
 
 @app.command(epilog="Examples: specc export --onnx   specc export runs/x --all --atol 1e-4   specc export --verify   "
-             "specc export --onnx --quantize int8 --max-drop 0.5")
+             "specc export --onnx --quantize int8 --max-drop 0.5   specc export runs/llama --onnx --with-past")
 def export(
     target: Annotated[Optional[str], typer.Argument(help="A run folder or a spec file (default: the latest run).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="ONNX, checked in onnxruntime.")] = False,
@@ -179,6 +179,7 @@ def export(
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write export/model.fp16.onnx, checked on the task metric.")] = False,
     optimize: Annotated[Optional[str], typer.Option("--optimize", help="Also save onnxruntime's optimized graph: O1, O2 or O3.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", help="Largest metric drop a variant may show: accuracy points, or percent relative error.")] = 1.0,
+    with_past: Annotated[bool, typer.Option("--with-past", help="Also write export/model_with_past.onnx (KV cache in and out, Optimum's names) for a causal LM, stepped token by token against the eager model.")] = False,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Exit 0 even if parity fails.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Re-check the artifacts already in RUN/export.")] = False,
     quiet: Quiet = False,
@@ -192,7 +193,8 @@ def export(
         chosen = [f for f, on in (("onnx", onnx), ("torchscript", torchscript), ("pt2", pt2), ("compile", compile_))
                   if on or all_]
         rep = api.export(target, chosen or None, opset=opset, atol=atol, rtol=rtol, exporter=exporter, verify=verify,
-                         quantize=quantize, fp16=fp16, optimize=optimize, max_drop=max_drop, out=_say(quiet))
+                         quantize=quantize, fp16=fp16, optimize=optimize, max_drop=max_drop, with_past=with_past,
+                         out=_say(quiet))
         if not quiet:
             print_report(rep)
         for line in error_lines(rep):
