@@ -36,6 +36,10 @@ _SDPA = (F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attenti
 _SCALARS = {"size", "dim"}  # call_method results that are ints, not tensors
 
 
+class NotCausalLM(SpecError):
+    """The model is not a causal language model at all (no token input, or no causal attention)."""
+
+
 @dataclass
 class Plan:
     """What the pass found: the token input, its time dim and bound, the attention and position nodes."""
@@ -56,7 +60,7 @@ def plan(compiled: Any) -> Plan:
     where = next(iter(spec.inputs.values())).loc if spec.inputs else Loc(spec.name, 0, 0)
     tokens = [i for i in spec.inputs.values() if i.dtype.startswith("int") and len(i.shape) == 2]
     if len(spec.inputs) != 1 or not tokens or not isinstance(tokens[0].shape[1], str):
-        raise SpecError.at(where, "a KV cache needs a causal language model: one int64 input [batch, time]",
+        raise NotCausalLM.at(where, "a KV cache needs a causal language model: one int64 input [batch, time]",
                            "declare the tokens as idx: {shape: [batch, time], dtype: int64}")
     inp = tokens[0]
     time = inp.shape[1]
@@ -72,7 +76,7 @@ def plan(compiled: Any) -> Plan:
         elif node.op == "call_function" and node.target is torch.arange and _over_time(typed, node, time):
             found.aranges.append(node)
     if not found.attentions:
-        raise SpecError.at(where, "a KV cache needs causal attention: no scaled_dot_product_attention with "
+        raise NotCausalLM.at(where, "a KV cache needs causal attention: no scaled_dot_product_attention with "
                            "is_causal: true in this model", "write attention as scaled_dot_product_attention "
                            "with is_causal: true")
     found.kv_shapes = [_kv_shape(typed, n) for n in found.attentions]

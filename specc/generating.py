@@ -175,17 +175,17 @@ def _check_tokens(tokens: int) -> None:
 
 
 def _torch_decoder(run_dir: Path) -> Any:
-    from compiler.kvcache import decoder
+    from compiler.kvcache import NotCausalLM, decoder
 
     from .building import compile_run
     compiled = compile_run(run_dir)
     compiled.module.train(False)
     try:
         return decoder(compiled)
-    except SpecError as e:
+    except NotCausalLM as e:  # other errors point at the run's spec.yaml: the attention or dims entry at fault
         d = e.diagnostics[0]
-        raise SpecError.at(file_loc(str(run_dir)), f"generate samples from causal language models; {d.message}",
-                           d.hint or "use specc predict for other runs") from None
+        raise SpecError.at(file_loc(str(run_dir)), f"cannot generate from this run: {d.message}",
+                           "generate samples from causal language models; use specc predict for other runs") from None
 
 
 def _vocab_of(run_dir: Path) -> int:
