@@ -103,12 +103,14 @@ def _check_causal(gm: fx.GraphModule, node: fx.Node) -> None:
 
 
 def _over_time(typed: Any, node: fx.Node, time: str) -> bool:
+    """`arange` along the time dim of a tensor, or the range 0 .. time - 1: the positions."""
     path = node.meta.get("specc_path")
     if path is None:
         return False
     g = typed.graph.node(path)
-    shape = typed.shape_of(g.given[0])
-    return shape[g.args["dim"]] == time
+    if g.given:
+        return typed.shape_of(g.given[0])[g.args["dim"]] == time
+    return g.args.get("end") == time and g.args.get("start", 0) == 0 and g.args.get("step", 1) == 1
 
 
 def _kv_shape(typed: Any, node: fx.Node) -> tuple[int, int]:
@@ -291,8 +293,9 @@ class _Rewrite:
         pos = sub.placeholder("position_ids")
         feeding = _feeding(members)
         for node in self.gm.graph.nodes:
-            if node in self.found.aranges:
-                env[node] = pos
+            if node in self.found.aranges:  # the positions, in the dtype the spec asked of its arange
+                dtype = node.kwargs.get("dtype")
+                env[node] = pos if dtype is None else sub.call_method("to", (pos, dtype))
             elif self.kinds.get(node) == "position" or (self.kinds.get(node) == "const" and node in feeding):
                 env[node] = sub.node_copy(node, lambda n: _sub_value(n, env))
         crossing = [n for n in members if any(self.kinds.get(u) == "data" for u in n.users) or

@@ -119,6 +119,74 @@ def test_position_values_that_meet_4d_tensors_line_up_per_row():
 ATT_LINE = next(i for i, line in enumerate(PER_HEAD_POSITIONS.splitlines(), 1) if "name: att," in line)
 
 
+ROPE_GQA = """specc: 1
+name: tiny-llama
+params: {vocab: 50, dim: 32, heads: 4, kv_heads: 2, hd: 8, max: 48, base: 10000.0, depth: 2}
+inputs:
+  input_ids: {shape: [batch, time], dtype: int64, range: [0, $vocab]}
+dims: {time: {max: $max}}
+blocks:
+  rope:                                                    # x * cos + rotate_half(x) * sin
+    inputs: [x, cos, sin]
+    layers:
+      - {name: x1, op: slice, from: x, dim: -1, end: "${hd // 2}"}
+      - {name: x2, op: slice, from: x, dim: -1, start: "${hd // 2}"}
+      - {name: neg, op: neg, from: x2}
+      - {name: rotated, op: cat, from: [neg, x1], dim: -1}
+      - {name: a, op: mul, from: [x, cos]}
+      - {name: b, op: mul, from: [rotated, sin]}
+      - {op: add, from: [a, b]}
+  layer:
+    inputs: [x, cos, sin]
+    layers:
+      - {name: norm, op: RMSNorm, from: x, eps: 1.0e-6}
+      - {name: q_proj, op: Linear, out_features: "${heads * hd}", bias: false}
+      - {name: q, op: reshape, shape: [batch, time, $heads, $hd]}
+      - {name: qt, op: transpose, dim0: 1, dim1: 2}                                # (B, 4, T, 8)
+      - {name: k_proj, op: Linear, from: norm, out_features: "${kv_heads * hd}", bias: false}
+      - {name: k, op: reshape, shape: [batch, time, $kv_heads, $hd]}
+      - {name: kt, op: transpose, dim0: 1, dim1: 2}                                # (B, 2, T, 8)
+      - {name: v_proj, op: Linear, from: norm, out_features: "${kv_heads * hd}", bias: false}
+      - {name: v, op: reshape, shape: [batch, time, $kv_heads, $hd]}
+      - {name: vt, op: transpose, dim0: 1, dim1: 2}
+      - {name: qr, block: rope, from: [qt, cos, sin]}
+      - {name: kr, block: rope, from: [kt, cos, sin]}
+      - {name: att, op: scaled_dot_product_attention, from: [qr, kr, vt], is_causal: true, enable_gqa: true}
+      - {op: transpose, dim0: 1, dim1: 2}
+      - {op: reshape, shape: [batch, time, $dim]}
+      - {name: o_proj, op: Linear, out_features: $dim, bias: false}
+      - {name: out, op: add, from: [x, o_proj]}
+    outputs: [out, cos, sin]                                                         # copy i feeds copy i+1
+layers:
+  - {name: embed, op: Embedding, from: input_ids, num_embeddings: $vocab, embedding_dim: $dim}
+  - {name: exponents, op: arange, start: 0, end: $hd, step: 2, dtype: int64}
+  - {name: ratio, op: to, dtype: float32}
+  - {name: scaled, op: div, other: $hd}
+  - {name: powers, op: pow, input: $base}
+  - {name: inv_freq, op: div, input: 1.0}
+  - {name: t, op: arange, end: time, dtype: float32}                                # positions, as a range
+  - {name: freqs, op: outer, from: [t, inv_freq]}
+  - {name: emb, op: cat, from: [freqs, freqs], dim: -1}                              # (T, 8)
+  - {name: cos, op: cos, from: emb}
+  - {name: sin, op: sin, from: emb}
+  - {name: layers, block: layer, repeat: $depth, from: [embed, cos, sin]}
+  - {name: norm, op: RMSNorm, from: layers.0, eps: 1.0e-6}
+  - {name: lm_head, op: Linear, out_features: $vocab, bias: false}
+outputs: {logits: lm_head}
+"""
+
+
+def test_rope_and_grouped_query_attention_decode_per_row():
+    """Llama's layout: RoPE from positions `arange(end: time)`, computed per row, and GQA: the cache holds
+    the 2 key/value heads, not the 4 query heads."""
+    compiled = specc.api.compiled(ROPE_GQA)
+    dec = decoder(compiled)
+    prompts = [[3, 4, 5, 6, 7, 8, 9], [10, 11]]
+    assert greedy(dec, prompts, 10) == [recompute(compiled.module.eval(), p, 10) for p in prompts]
+    assert tuple(dec.graph.get_submodule("kv_cache.1").k.shape) == (2, 2, 48, 8)
+    assert "torch.cos" in dec.graph.get_submodule("positions").fn.code
+
+
 def _refusal(text):
     with pytest.raises(SpecError) as info:
         decoder(specc.api.compiled(text))
