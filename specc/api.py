@@ -100,11 +100,16 @@ def predict(target: Any = None, data: Any = None, onnx: bool = False, batch_size
     return _predict(target, data, onnx=onnx, batch_size=batch_size, allow_unchecked=allow_unchecked)
 
 
-def generate(target: Any = None, prompt: str = "", tokens: int = 100, temperature: float = 1.0,
-             top_k: int | None = None, seed: int = 0) -> str:
-    """Text sampled from a language-model run (`specc generate`), reproducible for a seed."""
+def generate(target: Any = None, prompt: Any = "", tokens: int = 100, *, onnx: bool = False, **sampling: Any) -> Any:
+    """The prompt and `tokens` sampled tokens from a causal LM run (`specc generate`), through the
+    KV-cache decoder (or the ONNX export with past, `onnx=True`); reproducible for a seed. Sampling:
+    temperature, top_k (1: greedy), top_p, stop, seed. Text in and out with a tokenizer.json or for a
+    text: run, else token ids ("81 218 150"). A list of prompts runs as one batch and gives a list.
+
+    >>> specc.generate("runs/gpt", "81 218 150", tokens=16, top_k=1)
+    """
     from .generating import generate as _generate
-    return _generate(target, prompt, tokens, temperature, top_k, seed)
+    return _generate(target, prompt, tokens, onnx, **sampling)
 
 
 def serve(target: Any = None, **options: Any) -> int:

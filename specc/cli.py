@@ -165,7 +165,7 @@ def train(
 
 
 @app.command(epilog="Examples: specc export --onnx   specc export runs/x --all --atol 1e-4   specc export --verify   "
-             "specc export --onnx --quantize int8 --max-drop 0.5")
+             "specc export --onnx --quantize int8 --max-drop 0.5   specc export runs/llama --onnx --with-past")
 def export(
     target: Annotated[Optional[str], typer.Argument(help="A run folder or a spec file (default: the latest run).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="ONNX, checked in onnxruntime.")] = False,
@@ -181,6 +181,7 @@ def export(
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write export/model.fp16.onnx, checked on the task metric.")] = False,
     optimize: Annotated[Optional[str], typer.Option("--optimize", help="Also save onnxruntime's optimized graph: O1, O2 or O3.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", help="Largest metric drop a variant may show: accuracy points, or percent relative error.")] = 1.0,
+    with_past: Annotated[bool, typer.Option("--with-past", help="Also write export/model_with_past.onnx (KV cache in and out, Optimum's names) for a causal LM, stepped token by token against the eager model.")] = False,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Exit 0 even if parity fails.")] = False,
     triton: Annotated[bool, typer.Option("--triton", help="Also write a Triton model repository: export/triton/<name>/{config.pbtxt,1/model.onnx}.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Re-check the artifacts already in RUN/export.")] = False,
@@ -195,8 +196,8 @@ def export(
         chosen = [f for f, on in (("onnx", onnx), ("torchscript", torchscript), ("pt2", pt2), ("compile", compile_))
                   if on or all_]
         rep = api.export(target, chosen or None, opset=opset, atol=atol, rtol=rtol, exporter=exporter, verify=verify,
-                         quantize=quantize, fp16=fp16, optimize=optimize, max_drop=max_drop, out=_say(quiet),
-                         triton=triton)
+                         quantize=quantize, fp16=fp16, optimize=optimize, max_drop=max_drop, with_past=with_past,
+                         out=_say(quiet), triton=triton)
         if not quiet:
             print_report(rep)
         for line in error_lines(rep):
@@ -241,20 +242,28 @@ def predict(
     _guard(run)
 
 
-@app.command(epilog="Example: specc generate runs/tiny-shakespeare --prompt 'ROMEO:' --tokens 200 --top-k 40")
+@app.command(epilog="Examples: specc generate runs/llama --prompt '81 218 150' --tokens 32 --top-k 1\n\n"
+                     "specc generate runs/tiny-shakespeare --prompt 'ROMEO:' --tokens 200 --top-p 0.9 --stop '\\n\\n'")
 def generate(
-    target: Annotated[Optional[str], typer.Argument(help="A language-model run (default: the latest run).")] = None,
-    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue (token ids for a tokens: run).")] = "\n",
+    target: Annotated[Optional[str], typer.Argument(help="A causal language-model run (default: the latest run).")] = None,
+    prompt: Annotated[str, typer.Option("--prompt", help="Token ids ('81 218 150'), or text for runs with a "
+                                        "tokenizer.json or text: data.")] = "\n",
     tokens: Annotated[int, typer.Option("--tokens", help="How many tokens to sample.")] = 100,
     temperature: Annotated[float, typer.Option("--temperature", help="Below 1: surer; above 1: more varied.")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample from the k likeliest tokens only.")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample from the k likeliest tokens only; 1 is greedy.")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Sample from the likeliest tokens that hold this "
+                                                   "much probability.")] = None,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="Stop before this text (a token id without a "
+                                                      "tokenizer); repeatable.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="The same seed and prompt give the same text.")] = 0,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Decode with export/model_with_past.onnx in onnxruntime.")] = False,
 ) -> None:
-    """Sample from a language-model run, seeded and reproducible."""
+    """Sample from a causal language-model run through its KV cache, seeded and reproducible."""
 
     def run() -> None:
         from . import api
-        print(api.generate(target, prompt, tokens=tokens, temperature=temperature, top_k=top_k, seed=seed))
+        print(api.generate(target, prompt, tokens=tokens, onnx=onnx, temperature=temperature, top_k=top_k,
+                           top_p=top_p, stop=tuple(stop or ()), seed=seed))
 
     _guard(run)
 
