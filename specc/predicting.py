@@ -241,10 +241,11 @@ def _text(cfg: DataConfig, spec: Spec, path: Path) -> Iterator[Batch]:
 
 def text_batch(cfg: DataConfig, spec: Spec, line: str, where: str) -> Batch:
     """One prompt as the model's input: its tokens, cut to the model's time limit (the last ones)."""
-    from .generating import prompt_ids
+    from .codecs import parse_ids
     inp = next(iter(spec.inputs.values()))
     limit = spec.dims[inp.shape[1]].max if isinstance(inp.shape[1], str) else inp.shape[1]
-    ids = np.asarray(prompt_ids(line, cfg.source == "text", where), dtype=np.int64)[-(limit or 10**9):]
+    tokens = list(line.encode("utf-8")) if cfg.source == "text" else parse_ids(line, where)  # bytes, or ids
+    ids = np.asarray(tokens, dtype=np.int64)[-(limit or 10**9):]
     if isinstance(inp.shape[1], int) and len(ids) != inp.shape[1]:
         raise SpecError.at(file_loc(where), f"the model reads exactly {inp.shape[1]} tokens; the line "
                            f"{line[:40]!r} has {len(ids)}", "make the spec's time dim symbolic, or pad the lines")
