@@ -2,6 +2,7 @@
 and through tritonclient, dynamic batching under load, bad clients, the token, SIGTERM, and
 `specc export --triton` (its config.pbtxt parsed with Triton's own ModelConfig)."""
 import asyncio
+import gzip
 import json
 import signal
 import socket
@@ -112,6 +113,9 @@ BAD = [  # (path, body, headers, status, error)
      "input 'x': binary_data_size 8 runs past the body's end"),
     (INFER, b"{}", {"Inference-Header-Content-Length": "lots"}, 400,
      "Inference-Header-Content-Length must be a number of bytes, got 'lots'"),
+    (INFER, gzip.compress(b" " * 200000), {"Content-Encoding": "gzip"}, 413,
+     "the body inflates to over 65536 bytes, the most this server takes (--max-body)"),
+    (INFER, b"{}", {"Content-Encoding": "br"}, 415, "Content-Encoding 'br' is not supported; use gzip, deflate or none"),
     ("/v1/predict", b'{"rows": [{"area": 120}]}', {}, 400,
      "column 'age' is not in the request (the run was trained on the columns area, age)"),
     ("/v1/predict", b'{"rows": [{"area": 120, "age": "old"}]}', {}, 400,
@@ -212,12 +216,16 @@ def test_tritonclient_token_and_sigterm_drain(house):
             out = client.infer(NAME, [inp], outputs=[triton.InferRequestedOutput("linear", binary_data=binary)],
                                headers=dict(auth))
             assert np.allclose(out.as_numpy("linear"), linear(house, x), rtol=1e-5)
+        inp = triton.InferInput("x", [3, 2], "FP32")
+        inp.set_data_from_numpy(x)
+        out = client.infer(NAME, [inp], headers=dict(auth), request_compression_algorithm="gzip")
+        assert np.allclose(out.as_numpy("linear"), linear(house, x), rtol=1e-5)
         with pytest.raises(InferenceServerException, match="input 'x' has shape \\[3\\]; the model takes \\[-1, 2\\]"):
             bad = triton.InferInput("x", [3], "FP32")
             bad.set_data_from_numpy(x[:, 0].copy())
             client.infer(NAME, [bad], headers=dict(auth))
         stats = client.get_inference_statistics(NAME, headers=dict(auth))["model_stats"][0]
-        assert (stats["inference_count"], stats["execution_count"]) == (6, 2)
+        assert (stats["inference_count"], stats["execution_count"]) == (9, 3)
         assert httpx.post(f"{s.url}{INFER}", json={}, headers={"Authorization": "Bearer nope"}).json() == {
             "error": "this server needs 'Authorization: Bearer TOKEN'; the request has a wrong token"}
 

@@ -32,6 +32,7 @@ class Served:
 
     model: Model
     batcher: Batcher
+    max_body: int  # bytes, also after inflating a compressed body
 
     def named(self, name: str, version: str | None = None) -> Model:
         if name != self.model.name:
@@ -49,7 +50,7 @@ class Served:
 
 def create_app(model: Model, limits: Limits, guard: Guard) -> FastAPI:
     """The server's ASGI app; the batcher runs while the app's lifespan does."""
-    served = Served(model, Batcher(model.run, limits))
+    served = Served(model, Batcher(model.run, limits), guard.max_body)
 
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         served.batcher.start()
@@ -132,7 +133,8 @@ def _v2(app: FastAPI, served: Served) -> None:
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         model = served.named(name, version)
         with served.batcher.arriving() as ticket:
-            req = protocol.parse_infer(model, await request.body(), request.headers.get(protocol.HEADER))
+            body = protocol.inflate(await request.body(), request.headers.get("content-encoding"), served.max_body)
+            req = protocol.parse_infer(model, body, request.headers.get(protocol.HEADER))
             outs = await served.infer(req.arrays, ticket)
         body, headers = protocol.encode_reply(model, req, outs)
         return Response(body, headers=headers)

@@ -56,6 +56,24 @@ def parse_infer(model: Model, body: bytes, header_length: str | None) -> InferRe
     return InferRequest(_id(req), arrays, *_outputs(model, req))
 
 
+def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """A body sent with Content-Encoding gzip or deflate (tritonclient's request compression),
+    inflated to at most `limit` bytes (a small body must not unpack into gigabytes)."""
+    if encoding in (None, "", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none", 415)
+    import zlib
+    unpack = zlib.decompressobj(31 if encoding == "gzip" else 15)
+    try:
+        out = unpack.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise BadRequest(f"the body is not valid {encoding} data: {e}") from None
+    if len(out) > limit or unpack.unconsumed_tail:
+        raise BadRequest(f"the body inflates to over {limit} bytes, the most this server takes (--max-body)", 413)
+    return out
+
+
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""

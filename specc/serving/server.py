@@ -66,6 +66,8 @@ def serve(target: Any, options: ServeOptions, say: Callable[[str], None] = print
     from .guard import Guard
     from .model import load_model
     model = load_model(run_dir, options.onnx, options.allow_unchecked)
+    if not runs.is_trained(run_dir):
+        print(f"note: {run_dir} was never trained; serving its initial weights", file=sys.stderr, flush=True)
     most = model.largest_batch(options.max_batch) if model.batch_dim else 1
     app = create_app(model, Limits(most, options.batch_timeout_ms / 1000),
                      Guard(options.token, options.max_body, options.client_timeout_s))
@@ -89,12 +91,11 @@ def _run(app: Any, options: ServeOptions, started: Callable[[int], None]) -> int
         signal.signal(sig, lambda s, f: stopped.append(s))
     try:
         server.run()
-    except OSError as e:  # the port is taken, or the address is not this machine's
-        raise SpecError.at(file_loc("--port"), f"cannot listen on {options.host}:{options.port}: {e.strerror or e}",
-                           "pick another --port (0 picks a free one)") from None
+    except (OSError, SystemExit):  # uvicorn exits 1 when it cannot bind: the port is taken, or not this machine's
+        pass
     if not server.started:
-        raise SpecError.at(file_loc("--port"), f"cannot listen on {options.host}:{options.port}",
-                           "pick another --port (0 picks a free one)")
+        raise SpecError.at(file_loc("--port"), f"cannot listen on {options.host}:{options.port} (see the line above)",
+                           "pick another --port (0 picks a free one), or a --host of this machine")
     return 0
 
 
