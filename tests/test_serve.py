@@ -57,6 +57,9 @@ def test_health_metadata_and_json_inference(server, house):
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
             "outputs": [{"name": "linear", "datatype": "FP32", "shape": [-1, 1]}]}
         assert c.get(f"/v2/models/{NAME}/ready").json() == {"name": NAME, "ready": True}
+        paths = c.get("/openapi.json").json()["paths"]
+        assert {"/v2/models/{name}/infer", "/v1/predict", "/v1/generate", "/v2/models/{name}/stats"} <= set(paths)
+        assert "swagger-ui" in c.get("/docs").text
         x = np.array([[0.1, 0.2], [0.9, -0.3], [0.5, 0.5]], np.float32)
         r = c.post(INFER, json={"id": "abc", "inputs": [{**tensor(x), "data": x.tolist()}]})  # nested data
         assert r.status_code == 200 and r.headers["content-type"] == "application/json"
