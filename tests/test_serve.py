@@ -254,14 +254,6 @@ def test_tritonclient_token_and_sigterm_drain(house):
             httpx.get(f"{s.url}/v2/health/live")
 
 
-def test_a_non_loopback_host_without_a_token_warns(house):
-    with Server(house, "--host", "0.0.0.0") as s:
-        assert s.errors[0].startswith("warning: serving on 0.0.0.0 without --token: anyone who can reach this "
-                                      "address can use the model")
-        assert httpx.get(f"http://127.0.0.1:{s.port}/v2/health/live").status_code == 200
-        assert s.stop(signal.SIGINT) == 0
-
-
 def test_triton_repository_parses_with_tritons_model_config(house):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2

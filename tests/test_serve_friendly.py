@@ -2,6 +2,7 @@
 text runs with the next token, and /v1/generate streaming a causal LM's tokens as Server-Sent Events."""
 import io
 import json
+import signal
 
 import httpx
 import numpy as np
@@ -37,10 +38,13 @@ def colors(tmp_path_factory):
 
 
 def test_image_uploads_get_class_names_and_probabilities(colors):
+    """(Served on every address without a token: it warns, and SIGINT ends it with 0.)"""
     root, run = colors
     files = [root / "pics/red/0.png", root / "pics/green/1.png"]
     expected = specc.predict(run, files[0].parent).rows[:1] + specc.predict(run, files[1].parent).rows[1:2]
-    with Server(run) as s, httpx.Client(base_url=s.url) as c:
+    with Server(run, "--host", "0.0.0.0") as s, httpx.Client(base_url=f"http://127.0.0.1:{s.port}") as c:
+        assert s.errors[0].startswith("warning: serving on 0.0.0.0 without --token: anyone who can reach this "
+                                      "address can use the model")
         r = c.post("/v1/predict", files=[("file", ("a.png", files[0].read_bytes(), "image/png")),
                                          ("file", ("b.png", files[1].read_bytes(), "image/png"))])
         assert r.status_code == 200, r.text
@@ -56,6 +60,7 @@ def test_image_uploads_get_class_names_and_probabilities(colors):
         empty = c.post("/v1/predict", data={"caption": "no file"}, files=[])
         assert empty.status_code == 415 and empty.json()["error"].startswith("send the images as multipart/form-data")
         assert c.post("/v1/predict", files=[("file", ("a.png", files[0].read_bytes(), "image/png"))]).status_code == 200
+        assert s.stop(signal.SIGINT) == 0
 
 
 GPT_TRAIN = ("train:\n  data: {text: tiny.txt, block_size: 16}\n  loss: CrossEntropyLoss\n"
