@@ -1,5 +1,6 @@
 """The friendly endpoints of a real `specc serve` process: image uploads answered with class names,
 text runs with the next token, and /v1/generate streaming a causal LM's tokens as Server-Sent Events."""
+import asyncio
 import io
 import json
 import signal
@@ -110,6 +111,14 @@ def test_text_runs_predict_the_next_token_and_stream_generations(gpt, tmp_path):
         assert done["tokens"] == 6 and all(0 <= d["id"] < 256 for _, d in tokens)
         whole = c.post("/v1/generate", json=dict(body, stream=False)).json()
         assert whole["text"] == done["text"] and whole["ids"] == [d["id"] for _, d in tokens]
+
+        async def together():  # concurrent generations share one KV cache: each must still be its own
+            async with httpx.AsyncClient(base_url=s.url, timeout=60) as ac:
+                return await asyncio.gather(*[ac.post("/v1/generate", json={"prompt": p, "tokens": 5, "top_k": 1})
+                                              for p in ("the cat", "on the m", "sat")])
+        for prompt, r in zip(("the cat", "on the m", "sat"), asyncio.run(together())):
+            ids = [d["id"] for e, d in events(r.text) if e == "message"]
+            assert prompt + bytes(ids).decode("utf-8", errors="replace") == specc.generate(gpt, prompt, tokens=5, top_k=1)
 
         for wrong, error in ((dict(body, tokens=0), '"tokens" must be a whole number from 1 to 4096, got 0'),
                              (dict(body, top_k=0), "--top-k must be at least 1, got 0 (--top-k 40)"),

@@ -56,6 +56,7 @@ class Processing:
 def routes(app: FastAPI, served: Any) -> None:
     proc = Processing.of(served.model.run_dir)
     lm: dict[str, Any] = {}  # the language model, loaded at the first /v1/generate
+    one_at_a_time = asyncio.Lock()  # its KV cache lives in its modules: one generation at a time
 
     @app.post("/v1/predict", tags=["v1"], summary="Predict with the run's own pre- and post-processing",
               openapi_extra=_PREDICT_BODY)
@@ -75,12 +76,13 @@ def routes(app: FastAPI, served: Any) -> None:
         body = await _json(request)
         if "lm" not in lm:
             lm["lm"] = await run_in_threadpool(_language_model, served.model)
-        tokens = await run_in_threadpool(_start, lm["lm"], body)
+        tokens = await run_in_threadpool(_start, lm["lm"], body)  # checked; nothing decoded yet
         if body.get("stream", True) is False:
-            got = await run_in_threadpool(list, tokens)
+            async with one_at_a_time:
+                got = await run_in_threadpool(list, tokens)
             return JSONResponse({"model": served.model.name, "text": "".join(t.text for t in got),
                                  "ids": [t.id for t in got if t.id >= 0]})
-        return StreamingResponse(_events(tokens), media_type="text/event-stream",
+        return StreamingResponse(_events(tokens, one_at_a_time), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache"})
 
     @app.get("/", include_in_schema=False)
@@ -198,18 +200,23 @@ def _start(lm: Any, body: dict) -> Iterator[Any]:
         raise BadRequest(_said(e) if isinstance(e, SpecError) else f"bad sampling option: {e}") from None
 
 
-async def _events(tokens: Iterator[Any]) -> Any:
-    """Server-Sent Events, one per token as it is decoded (in a thread: decoding is not async)."""
+async def _events(tokens: Iterator[Any], lock: asyncio.Lock) -> Any:
+    """Server-Sent Events, one per token as it is decoded (in a thread: decoding is not async). The
+    lock is taken when the first event is wanted and let go when the stream ends or the client leaves."""
     done = object()
     text, count = [], 0
-    while True:
-        tok = await run_in_threadpool(next, tokens, done)
-        if tok is done:
-            break
-        text.append(tok.text)
-        count += tok.id >= 0
-        yield f"data: {json.dumps({'id': tok.id, 'text': tok.text})}\n\n"
-        await asyncio.sleep(0)
+    async with lock:
+        while True:
+            try:
+                tok = await run_in_threadpool(next, tokens, done)
+            except Exception as e:  # the status line is sent: say it as the stream's last event
+                yield f"event: error\ndata: {json.dumps({'error': f'generation stopped: {e}'})}\n\n"
+                return
+            if tok is done:
+                break
+            text.append(tok.text)
+            count += tok.id >= 0
+            yield f"data: {json.dumps({'id': tok.id, 'text': tok.text})}\n\n"
     yield f"event: done\ndata: {json.dumps({'text': ''.join(text), 'tokens': count})}\n\n"
 
 
