@@ -277,7 +277,7 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback wants --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on (0: a free one).")] = 8000,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Rows merged into one model run (1: no batching).")] = 16,
-    batch_timeout_ms: Annotated[float, typer.Option("--batch-timeout-ms", help="How long a request waits for others to share its run.")] = 2.0,
+    batch_timeout_ms: Annotated[float, typer.Option("--batch-timeout-ms", help="Longest wait for requests still arriving to share a run.")] = 2.0,
     token: Annotated[Optional[str], typer.Option("--token", envvar="SPECC_TOKEN", help="Require 'Authorization: Bearer TOKEN' (env: SPECC_TOKEN).")] = None,
     max_body: Annotated[int, typer.Option("--max-body", help="Largest request body, in bytes.")] = 8 << 20,
     client_timeout: Annotated[float, typer.Option("--client-timeout", help="Seconds a client may take to send a request.")] = 30.0,

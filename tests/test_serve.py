@@ -303,3 +303,17 @@ def test_the_try_it_page_predicts_in_headless_chromium(server, house, tmp_path):
     from PIL import Image
     with Image.open(tmp_path / "page.png") as shot:
         assert shot.size[0] >= 800 and len(np.unique(np.asarray(shot.convert("L")))) > 10  # drawn, not blank
+
+
+def test_serve_refuses_bad_options_and_targets(house, tmp_path):
+    r = invoke("serve", house, "--max-batch", "0")
+    assert (r.returncode, r.stderr.splitlines()) == (2, ["--max-batch: error: --max-batch must be at least 1, got 0",
+                                                         "hint: --max-batch 16"])
+    r = invoke("serve", ROOT / "specs/linear_regression.yaml")
+    assert (r.returncode, r.stderr.splitlines()[0]) == (2, f"{ROOT / 'specs/linear_regression.yaml'}: error: serve "
+                                                           "needs a run folder")
+    bare = tmp_path / "bare"
+    assert invoke("build", ROOT / "specs/linear_regression.yaml", "--out", bare, "-q").returncode == 0
+    r = invoke("serve", bare, "--onnx")
+    assert (r.returncode, r.stderr.splitlines()) == (2, [f"{bare}/export/model.onnx: error: the run has no ONNX export",
+                                                         f"hint: export it first: specc export {bare} --onnx"])
