@@ -116,9 +116,9 @@ def first_line(e: BaseException, limit: int = 300) -> str:
 def did_you_mean(word: str, choices: Iterable[str], what: str = "") -> str:
     """A difflib suggestion, or a list of the choices when there are few and none is close."""
     choices = sorted({str(c) for c in choices})
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
-    if not close:  # case slips: 'linear' for 'Linear'
-        close = [c for c in choices if c.lower() == str(word).lower()][:1]
+    # a case slip ('Adamw' for 'AdamW') beats a closer spelling of another name ('Adam')
+    close = [c for c in choices if c.lower() == str(word).lower()][:1]
+    close = close or difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}'?"
     if choices and len(choices) <= 20:

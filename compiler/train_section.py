@@ -67,6 +67,7 @@ class EarlyStopping:
     monitor: str
     mode: str  # min | max
     min_delta: float
+    restore_best: bool = True  # the run's weights are the best epoch's, not the last one's
 
 
 @dataclass(frozen=True)
@@ -160,10 +161,16 @@ class _Reader:
             return default
         return v
 
-    def unknown(self, known: tuple[str, ...], what: str) -> None:
+    def unknown(self, known: tuple[str, ...], what: str) -> set[str]:
+        """Report the keys not in `known`; returns the known keys they look like misspellings of."""
+        meant = set()
         for k, loc in self.node.key_locs.items():
             if k not in known:
-                self.c.error(loc, f"unknown {what} key '{k}'", did_you_mean(k, known, "key"))
+                hint = did_you_mean(k, known, "key")
+                self.c.error(loc, f"unknown {what} key '{k}'", hint)
+                if hint.startswith("did you mean '"):
+                    meant.add(hint.split("'")[1])
+        return meant
 
 
 def check_train(node: Node | None, params: Mapping[str, Any], spec_file: str, c: Collector) -> TrainConfig | None:
@@ -174,10 +181,10 @@ def check_train(node: Node | None, params: Mapping[str, Any], spec_file: str, c:
         c.error(node.loc, "'train' must be a mapping", "see DESIGN §3")
         return None
     r = _Reader(node, params, c)
-    r.unknown(TRAIN_KEYS, "train")
+    misspelt = r.unknown(TRAIN_KEYS, "train")  # `optimiser:` is reported once, as a typo, not also as missing
     data = _data(node.get("data"), params, spec_file, node.loc, c)
-    loss = _component(node.get("loss"), "loss", params, c, node.loc)
-    opt = _component(node.get("optimizer"), "optimizer", params, c, node.loc)
+    loss = _component(node.get("loss"), "loss", params, c, node.loc, "loss" in misspelt)
+    opt = _component(node.get("optimizer"), "optimizer", params, c, node.loc, "optimizer" in misspelt)
     scheduler, interval, warmup = _scheduler(node.get("scheduler"), params, c, node.loc)
     device = r.value("device", "auto")
     if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
@@ -214,11 +221,13 @@ def _checkpoint(node: Node, params: Mapping[str, Any], c: Collector) -> Checkpoi
 
 
 def _component(node: Node | None, what: str, params: Mapping[str, Any], c: Collector,
-               parent: Loc) -> Component | None:
+               parent: Loc, misspelt: bool = False) -> Component | None:
     """`MSELoss`, or `{name: SGD, lr: 0.1}`: a torch class name and its keyword arguments."""
     kind = {"loss": "losses", "optimizer": "optimizers", "scheduler": "schedulers"}[what]
     known = catalog.names(kind)
     if node is None:
+        if misspelt:  # already reported at the misspelt key
+            return None
         c.error(parent, f"train has no '{what}'", "loss: MSELoss" if what == "loss" else "optimizer: {name: Adam, lr: 0.001}")
         return None
     value = try_evaluate(node, params, c)
@@ -389,11 +398,11 @@ def _early(node: Node | None, params: Mapping[str, Any], c: Collector) -> EarlyS
         c.error(node.loc, "early_stopping must be a mapping", "early_stopping: {patience: 5, monitor: val_loss}")
         return None
     r = _Reader(node, params, c)
-    r.unknown(("patience", "monitor", "mode", "min_delta"), "early_stopping")
+    r.unknown(("patience", "monitor", "mode", "min_delta", "restore_best"), "early_stopping")
     monitor = r.value("monitor", "val_loss")
     if monitor not in MONITORS:
         c.error(r.loc("monitor"), f"unknown metric {monitor!r} to monitor", did_you_mean(str(monitor), MONITORS))
         monitor = "val_loss"
     default_mode = "max" if any(w in str(monitor) for w in ("accuracy", "r2")) else "min"
     return EarlyStopping(r.int("patience", 1, 5), str(monitor), r.choice("mode", ("min", "max"), default_mode),
-                         r.number("min_delta", 0.0) or 0.0)
+                         r.number("min_delta", 0.0) or 0.0, r.bool("restore_best", True))

@@ -90,21 +90,38 @@ def diff(a: Any, b: Any, params_a: Any = None, params_b: Any = None) -> dict:
     return _diff(a, b, params_a, params_b)
 
 
-def predict(target: Any = None, data: Any = None, onnx: bool = False, batch_size: int = 256) -> Any:
+def predict(target: Any = None, data: Any = None, onnx: bool = False, batch_size: int = 256,
+            allow_unchecked: bool = False) -> Any:
     """A trained run's predictions for new data (`specc predict`); `.rows`, `.header`, `.csv()`.
 
     >>> specc.predict("runs/house", "new.csv").rows
     """
     from .predicting import predict as _predict
-    return _predict(target, data, onnx=onnx, batch_size=batch_size)
+    return _predict(target, data, onnx=onnx, batch_size=batch_size, allow_unchecked=allow_unchecked)
 
 
-def generate(target: Any = None, prompt: str = "", tokens: int = 100, temperature: float = 1.0,
-             top_k: int | None = None, seed: int = 0) -> str:
-    """Text sampled from a language-model run (`specc generate`), reproducible for a seed."""
+def generate(target: Any = None, prompt: Any = "", tokens: int = 100, *, onnx: bool = False, **sampling: Any) -> Any:
+    """The prompt and `tokens` sampled tokens from a causal LM run (`specc generate`), through the
+    KV-cache decoder (or the ONNX export with past, `onnx=True`); reproducible for a seed. Sampling:
+    temperature, top_k (1: greedy), top_p, stop, seed. Text in and out with a tokenizer.json or for a
+    text: run, else token ids ("81 218 150"). A list of prompts runs as one batch and gives a list.
+
+    >>> specc.generate("runs/gpt", "81 218 150", tokens=16, top_k=1)
+    """
     from .generating import generate as _generate
-    return _generate(target, prompt, tokens, temperature, top_k, seed)
+    return _generate(target, prompt, tokens, onnx, **sampling)
+
+
+def serve(target: Any = None, **options: Any) -> int:
+    """`specc serve`: serve a run over HTTP until SIGINT or SIGTERM (then 0). Options are
+    `ServeOptions` fields: onnx, allow_unchecked, host, port, max_batch, batch_timeout_ms, token,
+    max_body, client_timeout_s.
+
+    >>> specc.serve("runs/house", port=8000, max_batch=32)
+    """
+    from .serving.server import ServeOptions, serve as _serve
+    return _serve(target, ServeOptions(**options))
 
 
 __all__ = ["Spec", "load", "build", "compiled", "compiled_run", "build_run", "emit_python", "write_graph", "train",
-           "export", "diff", "predict", "generate"]
+           "export", "diff", "predict", "generate", "serve"]

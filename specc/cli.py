@@ -156,14 +156,16 @@ def train(
         if result.history and not quiet:
             print(f"trained {result.run_dir} for {result.epochs} epochs: " +
                   ", ".join(f"{k} {v:.4g}" for k, v in result.final.items()
-                            if isinstance(v, float) and k not in ("seconds", "samples_per_s", "lr")))
+                            if isinstance(v, float) and k not in ("seconds", "samples_per_s", "lr")) +
+                  (f"; its weights are epoch {result.weights_from_epoch}'s, the best"
+                   if result.weights_from_epoch not in (None, result.epochs) else ""))
         return 0
 
     _guard(run)
 
 
 @app.command(epilog="Examples: specc export --onnx   specc export runs/x --all --atol 1e-4   specc export --verify   "
-             "specc export --onnx --quantize int8 --max-drop 0.5")
+             "specc export --onnx --quantize int8 --max-drop 0.5   specc export runs/llama --onnx --with-past")
 def export(
     target: Annotated[Optional[str], typer.Argument(help="A run folder or a spec file (default: the latest run).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="ONNX, checked in onnxruntime.")] = False,
@@ -179,7 +181,9 @@ def export(
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write export/model.fp16.onnx, checked on the task metric.")] = False,
     optimize: Annotated[Optional[str], typer.Option("--optimize", help="Also save onnxruntime's optimized graph: O1, O2 or O3.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", help="Largest metric drop a variant may show: accuracy points, or percent relative error.")] = 1.0,
+    with_past: Annotated[bool, typer.Option("--with-past", help="Also write export/model_with_past.onnx (KV cache in and out, Optimum's names) for a causal LM, stepped token by token against the eager model.")] = False,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Exit 0 even if parity fails.")] = False,
+    triton: Annotated[bool, typer.Option("--triton", help="Also write a Triton model repository: export/triton/<name>/{config.pbtxt,1/model.onnx}.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Re-check the artifacts already in RUN/export.")] = False,
     quiet: Quiet = False,
 ) -> None:
@@ -192,7 +196,8 @@ def export(
         chosen = [f for f, on in (("onnx", onnx), ("torchscript", torchscript), ("pt2", pt2), ("compile", compile_))
                   if on or all_]
         rep = api.export(target, chosen or None, opset=opset, atol=atol, rtol=rtol, exporter=exporter, verify=verify,
-                         quantize=quantize, fp16=fp16, optimize=optimize, max_drop=max_drop, out=_say(quiet))
+                         quantize=quantize, fp16=fp16, optimize=optimize, max_drop=max_drop, with_past=with_past,
+                         out=_say(quiet), triton=triton)
         if not quiet:
             print_report(rep)
         for line in error_lines(rep):
@@ -220,12 +225,13 @@ def predict(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the CSV here (default: stdout).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Run export/model.onnx in onnxruntime instead of torch.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per forward pass.")] = 256,
+    allow_unchecked: Annotated[bool, typer.Option("--allow-unchecked", help="With --onnx: use a file whose parity check did not pass (warns).")] = False,
 ) -> None:
     """Run a trained model on new data with the run's normalization; CSV out."""
 
     def run() -> None:
         from . import api
-        result = api.predict(target, data, onnx=onnx, batch_size=batch_size)
+        result = api.predict(target, data, onnx=onnx, batch_size=batch_size, allow_unchecked=allow_unchecked)
         if out is None:
             sys.stdout.write(result.csv())
             return
@@ -236,20 +242,53 @@ def predict(
     _guard(run)
 
 
-@app.command(epilog="Example: specc generate runs/tiny-shakespeare --prompt 'ROMEO:' --tokens 200 --top-k 40")
+@app.command(epilog="Examples: specc generate runs/llama --prompt '81 218 150' --tokens 32 --top-k 1\n\n"
+                     "specc generate runs/tiny-shakespeare --prompt 'ROMEO:' --tokens 200 --top-p 0.9 --stop '\\n\\n'")
 def generate(
-    target: Annotated[Optional[str], typer.Argument(help="A language-model run (default: the latest run).")] = None,
-    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue (token ids for a tokens: run).")] = "\n",
+    target: Annotated[Optional[str], typer.Argument(help="A causal language-model run (default: the latest run).")] = None,
+    prompt: Annotated[str, typer.Option("--prompt", help="Token ids ('81 218 150'), or text for runs with a "
+                                        "tokenizer.json or text: data.")] = "\n",
     tokens: Annotated[int, typer.Option("--tokens", help="How many tokens to sample.")] = 100,
     temperature: Annotated[float, typer.Option("--temperature", help="Below 1: surer; above 1: more varied.")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample from the k likeliest tokens only.")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample from the k likeliest tokens only; 1 is greedy.")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Sample from the likeliest tokens that hold this "
+                                                   "much probability.")] = None,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="Stop before this text (a token id without a "
+                                                      "tokenizer); repeatable.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="The same seed and prompt give the same text.")] = 0,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Decode with export/model_with_past.onnx in onnxruntime.")] = False,
 ) -> None:
-    """Sample from a language-model run, seeded and reproducible."""
+    """Sample from a causal language-model run through its KV cache, seeded and reproducible."""
 
     def run() -> None:
         from . import api
-        print(api.generate(target, prompt, tokens=tokens, temperature=temperature, top_k=top_k, seed=seed))
+        print(api.generate(target, prompt, tokens=tokens, onnx=onnx, temperature=temperature, top_k=top_k,
+                           top_p=top_p, stop=tuple(stop or ()), seed=seed))
+
+    _guard(run)
+
+
+@app.command(epilog="Examples: specc serve runs/house   specc serve runs/house --onnx --max-batch 32   "
+             "specc serve runs/house --host 0.0.0.0 --token $SECRET")
+def serve(
+    target: Annotated[Optional[str], typer.Argument(help="A run folder (default: the latest run).")] = None,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Serve export/model.onnx in onnxruntime instead of torch.")] = False,
+    allow_unchecked: Annotated[bool, typer.Option("--allow-unchecked", help="With --onnx: serve a file whose parity check did not pass (warns).")] = False,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback wants --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: a free one).")] = 8000,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Rows merged into one model run (1: no batching).")] = 16,
+    batch_timeout_ms: Annotated[float, typer.Option("--batch-timeout-ms", help="Longest wait for requests still arriving to share a run.")] = 2.0,
+    token: Annotated[Optional[str], typer.Option("--token", envvar="SPECC_TOKEN", help="Require 'Authorization: Bearer TOKEN' (env: SPECC_TOKEN).")] = None,
+    max_body: Annotated[int, typer.Option("--max-body", help="Largest request body, in bytes.")] = 8 << 20,
+    client_timeout: Annotated[float, typer.Option("--client-timeout", help="Seconds a client may take to send a request.")] = 30.0,
+) -> None:
+    """Serve a run over HTTP: the Open Inference Protocol (v2), dynamic batching, /v1/predict and /v1/generate."""
+
+    def run() -> int:
+        from . import api
+        return api.serve(target, onnx=onnx, allow_unchecked=allow_unchecked, host=host, port=port, max_batch=max_batch,
+                         batch_timeout_ms=batch_timeout_ms, token=token, max_body=max_body,
+                         client_timeout_s=client_timeout)
 
     _guard(run)
 

@@ -49,6 +49,8 @@ class ExportOptions:
     fp16: bool = False
     optimize: str | None = None  # O1 | O2 | O3
     max_drop: float = 1.0  # accuracy points, or percent relative error
+    triton: bool = False  # also write export/triton/<name>/ from the checked ONNX file
+    with_past: bool = False  # also export/model_with_past.onnx (issue 16), stepped against the eager model
 
     def deployments(self) -> list[str]:
         if self.quantize is not None and self.quantize != "int8":
@@ -81,8 +83,11 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     compiled = compile_run(run_dir)
     cfg = compiled.spec.export.override(opset=opts.opset, atol=opts.atol, rtol=opts.rtol, exporter=opts.exporter)
     wanted = opts.deployments()
-    chosen = _formats(formats, cfg, wanted, say)
+    chosen = _formats(formats, cfg, wanted + (["triton"] if opts.triton else []), say)
     _check_plugin_formats(compiled, chosen)
+    if opts.with_past:
+        from compiler.kvcache import plan
+        plan(compiled)  # not a causal LM: exit 2 before anything is written
     trained = runs.is_trained(run_dir)
     if not trained:
         say(f"note: {run_dir} was never trained; exporting its initial weights")
@@ -90,6 +95,8 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     with capture(stdout=False) as quiet:  # torch's warnings go to parity.md, not the console
         session.produce(chosen)
         rep = session.check(trained)
+        if opts.with_past:
+            _with_past(session, compiled, rep)
         if wanted and "onnx" in session.runners:
             session.deploy(rep, wanted, _validation(compiled, say))
         rep.passed = parity.verdict(rep.checks, rep.declared_shapes, rep.errors)
@@ -98,7 +105,40 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     if quiet.summary():
         rep.warnings["export"] = quiet.summary()
     _write_reports(rep, session.job.export_dir, compiled.spec.name, "onnx" in session.runners)
+    if opts.triton:
+        _triton(run_dir, say)
     return rep
+
+
+def _triton(run_dir: Path, say: Callable[[str], None]) -> None:
+    """export/triton/<name>/ from the ONNX file, only when its parity passed."""
+    from .serving.model import triton_repository
+    try:
+        path = triton_repository(run_dir)
+    except SpecError as e:
+        say(f"{'triton':<12} not written: {e.diagnostics[0].message}")
+        return
+    say(f"{'triton':<12} {path}/ (config.pbtxt, 1/model.onnx)")
+
+
+def _with_past(session: "_Session", compiled: Any, rep: parity.ParityReport) -> None:
+    """--with-past: export/model_with_past.onnx, stepped in onnxruntime against the eager model."""
+    from exporters import with_past
+    job = session.job
+    try:
+        path = job.export_dir / with_past.FILE
+        art = _found("onnx-with-past", path) if session.opts.verify else \
+            with_past.export(compiled, job.export_dir, job.config.opset, job.metadata)
+        session._tell(art)
+        rep.artifacts.append(_artifact_row(art))
+        check = with_past.check(compiled, path, job.config.atol, job.config.rtol)
+        rep.checks.append(check)
+        to_onnx.record_verdict(path, "passed" if check.passed else "failed")
+    except ExportError as e:
+        session.errors.append(e)
+        rep.errors.append(e.as_dict())
+        rep.failures.append(e)
+        session.say("onnx-with-past failed (see below)")
 
 
 def _formats(formats: Any, cfg: ExportConfig, wanted: list[str], say: Callable[[str], None]) -> tuple[str, ...]:

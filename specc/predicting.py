@@ -63,8 +63,10 @@ def _config(spec: Spec, run_dir: Path) -> DataConfig:
     return spec.train.data
 
 
-def predict(target: Any, data: str | Path, onnx: bool = False, batch_size: int = 256) -> Predictions:
-    """Predictions of a run (default: the latest) for the samples in `data`."""
+def predict(target: Any, data: str | Path, onnx: bool = False, batch_size: int = 256,
+            allow_unchecked: bool = False) -> Predictions:
+    """Predictions of a run (default: the latest) for the samples in `data`. With `onnx`, the run's
+    export/model.onnx must have passed its parity check (`allow_unchecked` uses it anyway, loudly)."""
     run_dir = runs.target_path(target)
     if not runs.is_run(run_dir):
         raise SpecError.at(file_loc(str(run_dir)), "predict needs a run folder", "train one first: specc train SPEC")
@@ -74,16 +76,21 @@ def predict(target: Any, data: str | Path, onnx: bool = False, batch_size: int =
     cfg, stats = _config(spec, run_dir), _stats(run_dir)
     if not runs.is_trained(run_dir):
         raise SpecError.at(file_loc(str(run_dir)), "this run was never trained", "train it first: specc train RUN")
+    part_way = runs.stopped_part_way(run_dir)
+    if part_way is not None:
+        raise SpecError.at(file_loc(str(run_dir)), f"this run was stopped part-way (its last checkpoint is "
+                           f"{part_way.name}): its weights are not the trained ones yet",
+                           f"finish it first: specc train {run_dir} --resume")
     path = Path(data)
     if not path.exists():
         raise SpecError.at(file_loc(str(path)), "no such file or folder", "pass a csv or npz file, an image folder or a text file")
-    runner = _onnx_runner(run_dir) if onnx else _torch_runner(run_dir)
+    runner = _onnx_runner(run_dir, allow_unchecked) if onnx else _torch_runner(run_dir)
     reader = _reader(cfg, spec, stats, path)
     header: list[str] | None = None
     rows: list[list[Any]] = []
     for batch in reader(batch_size):
         out = runner(batch.inputs)
-        head, got = _decode(cfg, spec, stats, out, batch)
+        head, got = decode(cfg, spec, stats, out, batch)
         header = header or head
         rows += got
     return Predictions(header or [], rows)
@@ -106,11 +113,11 @@ def _torch_runner(run_dir: Path) -> Runner:
     return run
 
 
-def _onnx_runner(run_dir: Path) -> Runner:
+def _onnx_runner(run_dir: Path, allow_unchecked: bool) -> Runner:
     from exporters import to_onnx
-    path = run_dir / "export" / "model.onnx"
-    if not path.is_file():
-        raise SpecError.at(file_loc(str(path)), "the run has no ONNX export", f"export it first: specc export {run_dir} --onnx")
+
+    from .verified import checked_onnx
+    path = checked_onnx(run_dir, allow_unchecked)
     sess = to_onnx.session(path)
     names = [i.name for i in sess.get_inputs()]
     return lambda xs: sess.run(None, dict(zip(names, xs)))[0].astype(np.float32)
@@ -145,24 +152,36 @@ def _table(cfg: DataConfig, spec: Spec, stats: dict, path: Path, n: int) -> Iter
     if path.suffix.lower() == ".npz":
         xs, show = _npz_inputs(sources.read_npz(_file_config(cfg, path, "npz")), spec, features, path)
     else:
-        cols = sources.read_csv(_file_config(cfg, path, "csv"))
-        targets = stats.get("targets") or cfg.target or []
-        wanted = features or [c for c in cols if c not in targets]
-        missing = [w for w in wanted if w not in cols]
-        if missing:
-            raise SpecError.at(file_loc(str(path)), f"column '{missing[0]}' is not in {path}",
-                               f"the run was trained on the columns {', '.join(wanted)}")
-        xs, show = [np.stack([cols[w] for w in wanted], axis=1)], {w: cols[w] for w in wanted}
+        xs, show = column_inputs(cfg, stats, sources.read_csv(_file_config(cfg, path, "csv")), str(path))
     _check_inputs(spec, xs, path)
+    for s in range(0, len(xs[0]), n):
+        yield table_batch(spec, stats, xs, show, slice(s, s + n))
+
+
+def column_inputs(cfg: DataConfig, stats: dict, cols: dict[str, np.ndarray],
+                  where: str) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """A table's columns by name -> the model's input (rows, features) in training order, and the
+    columns a prediction repeats."""
+    features = stats.get("features") or cfg.features
+    targets = stats.get("targets") or cfg.target or []
+    wanted = features or [c for c in cols if c not in targets]
+    missing = [w for w in wanted if w not in cols]
+    if missing:
+        raise SpecError.at(file_loc(where), f"column '{missing[0]}' is not in {where}",
+                           f"the run was trained on the columns {', '.join(wanted)}")
+    return [np.stack([cols[w] for w in wanted], axis=1)], {w: cols[w] for w in wanted}
+
+
+def table_batch(spec: Spec, stats: dict, xs: list[np.ndarray], show: dict[str, np.ndarray], part: slice) -> Batch:
+    """Rows `part` of a table's inputs, normalized with the run's statistics."""
     norms = stats.get("inputs") or [None] * len(xs)
+    chunks = []
+    for x, inp, norm in zip(xs, spec.inputs.values(), norms):
+        chunk = np.asarray(x[part])
+        chunks.append(chunk.astype(np.int64) if inp.dtype.startswith("int") else _normalized(chunk.astype(np.float32), norm))
     count = len(xs[0])
-    for s in range(0, count, n):
-        part = []
-        for x, inp, norm in zip(xs, spec.inputs.values(), norms):
-            chunk = np.asarray(x[s:s + n])
-            part.append(chunk.astype(np.int64) if inp.dtype.startswith("int") else _normalized(chunk.astype(np.float32), norm))
-        rows = [{k: float(v[i]) for k, v in show.items()} for i in range(s, min(s + n, count))]
-        yield Batch(part, rows)
+    rows = [{k: float(v[i]) for k, v in show.items()} for i in range(count)[part]]
+    return Batch(chunks, rows)
 
 
 def _npz_inputs(arrays: dict[str, np.ndarray], spec: Spec, features: list[str] | None,
@@ -190,36 +209,47 @@ def _check_inputs(spec: Spec, xs: list[np.ndarray], path: Path) -> None:
 
 def _images(spec: Spec, stats: dict, path: Path, n: int) -> Iterator[Batch]:
     from .training import sources
-    inp = next(iter(spec.inputs.values()))
-    size = stats.get("size") or [d for d in inp.shape[2:]]
-    channels = inp.shape[1]
     files = sources.flat_images(path) if path.is_dir() else [path]
     if not files:
         raise SpecError.at(file_loc(str(path)), "no images here", f"image files end in {', '.join(sources.IMAGE_SUFFIXES)}")
-    norm = (stats.get("inputs") or [None])[0]
     for s in range(0, len(files), n):
         part = files[s:s + n]
-        x = np.stack([sources.decode(f, tuple(size), channels) for f in part])
-        if norm is not None:
-            x = ((x - np.asarray(norm["center"]).reshape(-1, 1, 1)) / np.asarray(norm["scale"]).reshape(-1, 1, 1))
-        yield Batch([x.astype(np.float32)], [{"file": str(f)} for f in part])
+        yield image_batch(spec, stats, part, [str(f) for f in part])
+
+
+def image_batch(spec: Spec, stats: dict, files: list[Any], names: list[str]) -> Batch:
+    """Images (paths or file objects) decoded at the run's size and normalized as in training."""
+    from .training import sources
+    inp = next(iter(spec.inputs.values()))
+    size = stats.get("size") or [d for d in inp.shape[2:]]
+    x = np.stack([sources.decode(f, tuple(size), inp.shape[1]) for f in files])
+    norm = (stats.get("inputs") or [None])[0]
+    if norm is not None:
+        x = ((x - np.asarray(norm["center"]).reshape(-1, 1, 1)) / np.asarray(norm["scale"]).reshape(-1, 1, 1))
+    return Batch([x.astype(np.float32)], [{"file": name} for name in names])
 
 
 def _text(cfg: DataConfig, spec: Spec, path: Path) -> Iterator[Batch]:
     """One prompt per line (a tokens: run's lines are token ids); each is cut to the model's time
     limit (its last tokens), and the model predicts the token after it."""
-    inp = next(iter(spec.inputs.values()))
-    limit = spec.dims[inp.shape[1]].max if isinstance(inp.shape[1], str) else inp.shape[1]
-    from .generating import prompt_ids
     lines = [line for line in path.read_bytes().decode("utf-8", errors="replace").splitlines() if line.strip()]
     if not lines:
         raise SpecError.at(file_loc(str(path)), "the file has no lines to continue", "write one prompt per line")
     for line in lines:
-        ids = np.asarray(prompt_ids(line, cfg.source == "text", str(path)), dtype=np.int64)[-(limit or 10**9):]
-        if isinstance(inp.shape[1], int) and len(ids) != inp.shape[1]:
-            raise SpecError.at(file_loc(str(path)), f"the model reads exactly {inp.shape[1]} tokens; the line "
-                               f"{line[:40]!r} has {len(ids)}", "make the spec's time dim symbolic, or pad the lines")
-        yield Batch([ids[None]], [{"prompt": line}])
+        yield text_batch(cfg, spec, line, str(path))
+
+
+def text_batch(cfg: DataConfig, spec: Spec, line: str, where: str) -> Batch:
+    """One prompt as the model's input: its tokens, cut to the model's time limit (the last ones)."""
+    from .codecs import parse_ids
+    inp = next(iter(spec.inputs.values()))
+    limit = spec.dims[inp.shape[1]].max if isinstance(inp.shape[1], str) else inp.shape[1]
+    tokens = list(line.encode("utf-8")) if cfg.source == "text" else parse_ids(line, where)  # bytes, or ids
+    ids = np.asarray(tokens, dtype=np.int64)[-(limit or 10**9):]
+    if isinstance(inp.shape[1], int) and len(ids) != inp.shape[1]:
+        raise SpecError.at(file_loc(where), f"the model reads exactly {inp.shape[1]} tokens; the line "
+                           f"{line[:40]!r} has {len(ids)}", "make the spec's time dim symbolic, or pad the lines")
+    return Batch([ids[None]], [{"prompt": line}])
 
 
 # --- outputs ----------------------------------------------------------------------------------
@@ -235,7 +265,7 @@ def shown_byte(b: int) -> str:
     return {10: "\\n", 9: "\\t", 13: "\\r"}.get(b) or (chr(b) if 32 <= b < 127 else f"\\x{b:02x}")
 
 
-def _decode(cfg: DataConfig, spec: Spec, stats: dict, out: np.ndarray, batch: Batch) -> tuple[list[str], list[list]]:
+def decode(cfg: DataConfig, spec: Spec, stats: dict, out: np.ndarray, batch: Batch) -> tuple[list[str], list[list]]:
     task = spec.train.task  # type: ignore[union-attr]
     keys = list(batch.rows[0]) if batch.rows else []
     if cfg.source in ("text", "tokens"):
@@ -269,3 +299,8 @@ def _decode(cfg: DataConfig, spec: Spec, stats: dict, out: np.ndarray, batch: Ba
     names = names if len(names) == y.shape[1] else [f"y{j}" for j in range(y.shape[1])]
     return keys + names, [[r[k] for k in keys] + [float(v) for v in row] for r, row in zip(batch.rows, y)]
 
+
+def processing(run_dir: Path) -> tuple[DataConfig, Spec, dict]:
+    """A run's data config, spec and training statistics: what its pre- and post-processing read."""
+    spec = runs.load_run(run_dir)
+    return _config(spec, run_dir), spec, _stats(run_dir)

@@ -110,6 +110,14 @@ def has_checkpoints(run_dir: Path) -> bool:
     return bool(listing(run_dir / CHECKPOINTS))
 
 
+def stopped_part_way(run_dir: Path) -> Path | None:
+    """The newest checkpoint of a run whose training never finished (interrupted, or diverged), else
+    None. Its model.safetensors still holds the weights it started from."""
+    from .training.checkpoint import listing
+    found = listing(run_dir / CHECKPOINTS)
+    return found[-1][1] if found and "trained" not in read_json(run_dir / SUMMARY) else None
+
+
 def is_trained(run_dir: Path) -> bool:
     """Trained by specc train, or holding imported weights (specc build --weights): not its initial ones."""
     summary = read_json(run_dir / SUMMARY)

@@ -259,7 +259,8 @@ def test_generate_errors(gpt, house):
     root, run, _ = gpt
     r = invoke("generate", house, "--prompt", "x")
     assert r.returncode == 2 and r.stderr.splitlines()[0] == (
-        f"{house}: error: generate samples from language models (text: or tokens: data)")
+        f"{house}: error: cannot generate from this run: a KV cache needs a causal language model: one int64 "
+        "input [batch, time]")
     for flag, value, message in (("--tokens", "0", "--tokens: error: --tokens must be at least 1, got 0"),
                                  ("--temperature", "0", "--temperature: error: --temperature must be > 0, got 0.0"),
                                  ("--top-k", "0", "--top-k: error: --top-k must be at least 1, got 0")):

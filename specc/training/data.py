@@ -43,7 +43,7 @@ class Split:
             ids = torch.as_tensor(self.idx)[order]
         groups = [ids[s:s + batch_size] for s in range(skip * batch_size, len(ids), batch_size)]
         pin = self.pin and device.type == "cuda"
-        if isinstance(self.samples, TensorSamples) or self.workers == 0:
+        if isinstance(self.samples, TensorSamples) or self.workers == 0 or getattr(self.samples, "in_memory", False):
             for g in groups:
                 xs, y = self.samples.take(g, epoch)
                 if pin and not y.is_cuda:  # page-locked, so the copy below runs alongside the step
@@ -343,6 +343,7 @@ def _images(cfg: DataConfig, spec: Spec, task: str, seed: int) -> Data:
     train_idx, val_idx = _split(len(folder.files), cfg.val_split, seed)
     samples = ImageSamples(folder.files, folder.labels, tuple(size), inp.shape[1], cfg.options.get("augment") or {}, seed,
                            f"train.data at {cfg.source_loc}")
+    samples.load()
     stats = samples.fit_normalization(cfg.normalize, train_idx)
     train = Split(samples, train_idx, cfg.workers)
     val = Split(samples.evaluation(), val_idx, cfg.workers) if len(val_idx) else None

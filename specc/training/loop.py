@@ -63,6 +63,7 @@ class Position:
     global_step: int = 0  # optimizer updates
     best: float | None = None
     bad_epochs: int = 0
+    best_epoch: int = 0  # the epoch `best` was seen at
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Loop:
     stop_signal: int | None = None
     epoch_start_step: int = 0
     epoch_lr: float | None = None  # the lr at the start of the epoch under way: its metrics row shows it
+    best_weights: dict[str, torch.Tensor] | None = None  # early stopping's restore_best: the best epoch's, on the CPU
 
     # --- state ----------------------------------------------------------------------------
 
@@ -94,6 +96,7 @@ class Loop:
             "scaler": p.scaler.state_dict() if p.scaler is not None else None, "rng": rng,
             "meter": meter.state() if meter is not None else None,
             "epoch_lr": self.epoch_lr if meter is not None else None,
+            "best_epoch": pos.best_epoch, "best_weights": self.best_weights,  # so they survive a kill and --resume
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -108,7 +111,8 @@ class Loop:
         if torch.cuda.is_available() and "cuda" in state["rng"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.pos = Position(int(state["epoch"]), int(state.get("batches") or 0), int(state["global_step"]),
-                            state["best"], int(state["bad_epochs"]))
+                            state["best"], int(state["bad_epochs"]), int(state.get("best_epoch") or 0))
+        self.best_weights = state.get("best_weights")
         self.meter_state = state.get("meter")
         self.epoch_lr = state.get("epoch_lr")
 
@@ -296,7 +300,10 @@ class Loop:
         better = pos.best is None or (value < pos.best - es.min_delta if es.mode == "min" else
                                       value > pos.best + es.min_delta)
         if better:
-            pos.best, pos.bad_epochs = value, 0
+            pos.best, pos.bad_epochs, pos.best_epoch = value, 0, pos.epoch
+            if es.restore_best:
+                self.best_weights = {k: v.detach().to("cpu", copy=True)
+                                     for k, v in self.parts.module.state_dict().items()}
             return False
         pos.bad_epochs += 1
         return pos.bad_epochs >= es.patience

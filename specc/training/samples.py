@@ -8,6 +8,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from compiler.errors import SpecError
+
+from .sources import raise_many
+
 
 class Samples(Protocol):
     def take(self, ids: torch.Tensor, epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]: ...
@@ -102,56 +106,97 @@ class WindowSamples:
 
 
 class ImageSamples:
-    """Image files decoded per batch, normalized per channel, augmented in training only."""
+    """Image files, normalized per channel, augmented in training only. A folder whose pixels fit in
+    `CACHE_BYTES` is decoded once into memory (uint8) and batches are gathered by index; without
+    augmentation the normalized float32 images are kept too, so a batch is one index into a tensor.
+    Larger folders are decoded per batch."""
+
+    CACHE_BYTES = 2**30
 
     def __init__(self, files: list[Path], labels: np.ndarray, size: tuple[int, int], channels: int,
                  augment: dict[str, Any], seed: int, where: str = ""):
         self.files, self.labels, self.size, self.channels = files, labels, size, channels
         self.augment, self.seed, self.where = augment, seed, where  # where: the spec line, for decode errors
         self.norm: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.pixels: torch.Tensor | None = None  # (N, C, H, W) uint8, when cached
+        self.ready: torch.Tensor | None = None  # (N, C, H, W) float32, normalized: cached and not augmented
+        self.targets = torch.as_tensor(labels)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.pixels is not None
+
+    def load(self, limit: int | None = None) -> None:
+        """Decode every image now if the folder fits in memory: each bad file is reported here, before
+        training, rather than one at a time when a batch reaches it."""
+        from .sources import decode_all
+        if len(self.files) * self.channels * self.size[0] * self.size[1] <= (limit or self.CACHE_BYTES):
+            self.pixels = torch.from_numpy(decode_all(self.files, self.size, self.channels, self.where))
 
     def evaluation(self) -> "ImageSamples":
         other = ImageSamples(self.files, self.labels, self.size, self.channels, {}, self.seed, self.where)
-        other.norm = self.norm
+        other.norm, other.pixels = self.norm, self.pixels
+        other.ready = self.ready if self.ready is not None else other.prepared()
         return other
+
+    def prepared(self) -> torch.Tensor | None:
+        """The normalized float32 images, for batches by index (when cached, not augmented, and they fit)."""
+        if self.pixels is None or self.augment or 4 * self.pixels.numel() > self.CACHE_BYTES:
+            return None
+        return self.normalized(self.pixels.float() / 255)
+
+    def normalized(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.norm is None else (x - self.norm[0]) / self.norm[1]
 
     def fit_normalization(self, kind: str, train_idx: np.ndarray) -> dict[str, Any]:
         """Per-channel statistics over the training images, in one streaming pass (each decoded once,
         none kept): min and max for minmax, sums of x and x² in float64 for standard."""
         stats: dict[str, Any] = {"normalize": kind, "size": list(self.size), "channels": self.channels}
-        if kind == "none":
-            return stats
-        lo = np.full(self.channels, np.inf)
-        hi, total, squares, count = -lo, np.zeros(self.channels), np.zeros(self.channels), 0
-        for i in train_idx:
-            px = self.decode(int(i)).reshape(self.channels, -1).astype(np.float64)
-            lo, hi = np.minimum(lo, px.min(1)), np.maximum(hi, px.max(1))
-            total, squares, count = total + px.sum(1), squares + np.square(px).sum(1), count + px.shape[1]
-        if kind == "minmax":
-            center, scale = (hi + lo) / 2, np.where(hi > lo, (hi - lo) / 2, 1.0)
-        else:
-            center = total / count
-            std = np.sqrt(np.maximum(squares / count - center ** 2, 0.0))
-            scale = np.where(std > 0, std, 1.0)
-        self.norm = (torch.tensor(center, dtype=torch.float32).view(-1, 1, 1),
-                     torch.tensor(scale, dtype=torch.float32).view(-1, 1, 1))
-        stats["inputs"] = [{"center": center.tolist(), "scale": scale.tolist(), "per": "channel"}]
+        if kind != "none":
+            center, scale = self._statistics(kind, train_idx)
+            self.norm = (torch.tensor(center, dtype=torch.float32).view(-1, 1, 1),
+                         torch.tensor(scale, dtype=torch.float32).view(-1, 1, 1))
+            stats["inputs"] = [{"center": center.tolist(), "scale": scale.tolist(), "per": "channel"}]
+        self.ready = self.prepared()
         return stats
 
+    def _statistics(self, kind: str, train_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.full(self.channels, np.inf)
+        hi, total, squares, count = -lo, np.zeros(self.channels), np.zeros(self.channels), 0
+        bad = []
+        for i in train_idx:
+            try:
+                px = self.decode(int(i)).reshape(self.channels, -1).astype(np.float64)
+            except SpecError as e:  # every bad file of the split, in one error
+                bad += e.diagnostics
+                continue
+            lo, hi = np.minimum(lo, px.min(1)), np.maximum(hi, px.max(1))
+            total, squares, count = total + px.sum(1), squares + np.square(px).sum(1), count + px.shape[1]
+        raise_many(bad, "image")
+        if kind == "minmax":
+            return (hi + lo) / 2, np.where(hi > lo, (hi - lo) / 2, 1.0)
+        center = total / count
+        std = np.sqrt(np.maximum(squares / count - center ** 2, 0.0))
+        return center, np.where(std > 0, std, 1.0)
+
     def decode(self, i: int) -> np.ndarray:
+        if self.pixels is not None:
+            return self.pixels[i].numpy().astype(np.float32) / 255.0
         from .sources import decode
         return decode(self.files[i], self.size, self.channels, self.where)
 
     def take(self, ids: torch.Tensor, epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if self.ready is not None:  # one gather, no per-sample work
+            return [self.ready[ids]], self.targets[ids]
+        if self.pixels is not None and not self.augment:
+            return [self.normalized(self.pixels[ids].float() / 255)], self.targets[ids]
         images = []
         for i in ids.tolist():
             x = torch.from_numpy(self.decode(i))
             if self.augment:
                 x = self.augmented(x, np.random.default_rng([self.seed, epoch, i]))
-            if self.norm is not None:
-                x = (x - self.norm[0]) / self.norm[1]
-            images.append(x)
-        return [torch.stack(images)], torch.as_tensor(self.labels[ids.numpy()])
+            images.append(self.normalized(x))
+        return [torch.stack(images)], self.targets[ids]
 
     def augmented(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """A horizontal flip (p = 0.5) and a random crop from the image padded by `crop` pixels."""

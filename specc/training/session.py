@@ -38,6 +38,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     epochs: int
     resumed_from: int  # 0: a fresh start
+    weights_from_epoch: int | None = None  # the epoch model.safetensors holds (early stopping: the best)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -74,11 +75,13 @@ def prepare_run(target: Any, params: Any, opts: Options, locks: contextlib.ExitS
         raise SpecError.at(file_loc(str(run_dir)), "run path exists and is not a folder", "pass --out DIR")
     created = not run_dir.exists()
     locks.enter_context(RunLock(run_dir))
-    if created:  # a spec that fails to build leaves no folder holding only the lock
-        locks.callback(_remove_if_only_lock, run_dir)
+    if created:  # a spec that fails to build or train before its first epoch leaves no folder behind
+        locks.push(lambda kind, e, tb: _remove_unstarted(run_dir, failed=kind is not None))
     if runs.has_checkpoints(run_dir):
         if not opts.resume and not opts.force:
-            raise SpecError.at(file_loc(str(run_dir)), "this run has been trained already",
+            part_way = runs.stopped_part_way(run_dir)
+            raise SpecError.at(file_loc(str(run_dir)), "this run has been trained already" if part_way is None else
+                               f"this run was stopped part-way (its last checkpoint is {part_way.name})",
                                "pass --resume to continue it, or --force to start it over")
         if opts.resume:
             return run_dir, _resumable(run_dir, spec, params, origin, opts.quiet)
@@ -152,10 +155,15 @@ def train(target: Any = None, params: Any = None, *, progress: bool = True, **op
         return _Session(run_dir, spec, opts, dist_env).run()
 
 
-def _remove_if_only_lock(run_dir: Path) -> None:
-    if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [".lock"]:
-        (run_dir / ".lock").unlink()
-        run_dir.rmdir()
+def _remove_unstarted(run_dir: Path, failed: bool) -> None:
+    """A run folder this command made, when it holds only the lock, or when training failed before
+    anything worth keeping (a checkpoint, a metrics row) was written: a half-made run is no run."""
+    if not run_dir.is_dir():
+        return
+    names = {p.name for p in run_dir.iterdir()}
+    if names == {".lock"} or (failed and not runs.has_checkpoints(run_dir) and "metrics.csv" not in names):
+        import shutil
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def config(spec: Spec) -> TrainConfig:
@@ -168,7 +176,8 @@ def config(spec: Spec) -> TrainConfig:
 def _result(run_dir: Path, start: int) -> TrainResult:
     history = MetricsLog(run_dir / "metrics.csv").rows()
     rows = [{k: _number(v, k == "epoch") for k, v in r.items()} for r in history]
-    return TrainResult(run_dir, rows, int(rows[-1]["epoch"]) if rows else 0, start)
+    trained = runs.read_json(run_dir / runs.SUMMARY).get("trained") or {}
+    return TrainResult(run_dir, rows, int(rows[-1]["epoch"]) if rows else 0, start, trained.get("weights_from_epoch"))
 
 
 def _number(v: str, integer: bool = False) -> Any:
@@ -210,6 +219,9 @@ class _Session:
         data = load_data(self.cfg.data, self.spec, layout.task, layout.classes, self.cfg.seed)
         if layout.target is None:  # npz: only the file could tell the target's shape
             layout = targets.layout(self.spec, compiled.typed, self.cfg, data.target_shape)
+        note = targets.check_classes(self.spec, compiled.typed, self.cfg, layout, data.classes)
+        if note and self.rank == 0 and not self.opts.quiet:
+            print(note, file=sys.stderr)
         data.class_dim, data.flatten = layout.class_dim, layout.flatten
         if device.type == "cuda":
             _to_device(data, device)
@@ -282,11 +294,18 @@ class _Session:
             write_plot(self.run_dir / "loss.png", history, self.spec.name)
         if not final:
             return
-        atomic_write_bytes(self.run_dir / runs.WEIGHTS, weights.state_bytes(loop.parts.module))
+        module, pos, es = loop.parts.module, loop.pos, self.cfg.early_stopping
+        best = es is not None and es.restore_best and loop.best_weights is not None
+        if best:  # the final checkpoint keeps the last epoch's state, for --resume --epochs N
+            module.load_state_dict(loop.best_weights)
+        atomic_write_bytes(self.run_dir / runs.WEIGHTS, weights.state_bytes(module))
         summary = runs.read_json(self.run_dir / runs.SUMMARY)
         last = {k: _number(v, k == "epoch") for k, v in history[-1].items()} if history else {}
-        summary["trained"] = {"epochs": loop.pos.epoch, "final": last, "device": str(loop.where.device),
-                              "precision": self.cfg.precision, "world_size": self.world}
+        summary["trained"] = {"epochs": pos.epoch, "final": last, "device": str(loop.where.device),
+                              "precision": self.cfg.precision, "world_size": self.world,
+                              "weights_from_epoch": pos.best_epoch if best else pos.epoch}
+        if es is not None and pos.best is not None:
+            summary["trained"]["best"] = {"monitor": es.monitor, "value": pos.best, "epoch": pos.best_epoch}
         if loop.where.data.classes:
             summary["classes"] = loop.where.data.classes
         atomic_write_json(self.run_dir / runs.SUMMARY, summary)

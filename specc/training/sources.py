@@ -10,7 +10,7 @@ import csv
 import io
 import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,20 +70,24 @@ def read_csv(cfg: DataConfig) -> dict[str, np.ndarray]:
         raise err(cfg, f"{path} has no data rows", "a header row, then one row per sample", where=Loc(str(path), 1, 1))
     header = [h.strip() for h in rows[0]]
     columns: dict[str, list[float]] = {h: [] for h in header}
+    bad: list[Diagnostic] = []  # every bad row and cell, reported together (up to MAX_REPORTED)
     for i, row in enumerate(rows[1:], start=2):
         if not row:
             continue
         if len(row) != len(header):
-            raise err(cfg, f"row has {len(row)} fields, the header has {len(header)}", "fix the row",
-                      where=Loc(str(path), i, 1))
+            bad += err(cfg, f"row has {len(row)} fields, the header has {len(header)}", "fix the row",
+                       where=Loc(str(path), i, 1)).diagnostics
+            continue
         col = 1
         for name, cell in zip(header, row):
             try:
                 columns[name].append(float(cell))
             except ValueError:
-                raise err(cfg, f"non-numeric value {cell.strip()!r} in column '{name}'",
-                          "specc trains on numbers; encode categories as integers", where=Loc(str(path), i, col)) from None
+                bad += err(cfg, f"non-numeric value {cell.strip()!r} in column '{name}'",
+                           "specc trains on numbers; encode categories as integers",
+                           where=Loc(str(path), i, col)).diagnostics
             col += len(cell) + 1
+    raise_many(bad, "value")
     return {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
 
 
@@ -146,14 +150,20 @@ def image_folder(cfg: DataConfig) -> ImageFolder:
     if not classes:
         raise err(cfg, f"{root} has no class subfolders", "put each class's images in a subfolder: DIR/cat/1.png",
                   where=file_loc(str(root)))
-    files, labels = [], []
+    files, labels, empty = [], [], []
     for k, name in enumerate(classes):
         found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         files += found
         labels += [k] * len(found)
+        if not found:
+            empty.append(name)
     if not files:
         raise err(cfg, f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})", "add image files to the class folders",
                   where=file_loc(str(root)))
+    if empty:  # it would be a class no sample has, and an output the model cannot learn
+        raise SpecError([Diagnostic.at(file_loc(str(root / name)), "this class folder holds no images "
+                                       f"({', '.join(IMAGE_SUFFIXES)})", "add its images, or remove the folder "
+                                       f"(train.data at {cfg.source_loc})") for name in empty])
     return ImageFolder(files, np.asarray(labels, dtype=np.int64), classes)
 
 
@@ -162,20 +172,53 @@ def flat_images(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+MAX_REPORTED = 20  # bad images (and csv cells) named in one error; the rest are counted
+
+
 def decode(path: Path, size: tuple[int, int], channels: int, where: Any = None) -> np.ndarray:
     """One image as float32 (channels, H, W) in [0, 1], resized with bilinear filtering."""
+    return decode_pixels(path, size, channels, where).astype(np.float32) / 255.0
+
+
+def decode_pixels(path: Path, size: tuple[int, int], channels: int, where: Any = None) -> np.ndarray:
+    """One image as uint8 (channels, H, W), resized with bilinear filtering."""
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
             im = im.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
             if im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
+            arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         loc = file_loc(str(path))
         raise SpecError(Diagnostic.at(loc, f"cannot decode image: {first_line(e, 200)}",
                                       f"remove or replace the file{f' ({where})' if where else ''}")) from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
+
+
+def decode_all(files: list[Path], size: tuple[int, int], channels: int, where: Any = None) -> np.ndarray:
+    """Every image as uint8 (N, channels, H, W); the files that cannot be decoded are all named (up
+    to MAX_REPORTED, then counted) in one error."""
+    out = np.empty((len(files), channels, *size), dtype=np.uint8)
+    bad: list[Diagnostic] = []
+    for i, f in enumerate(files):
+        try:
+            out[i] = decode_pixels(f, size, channels, where)
+        except SpecError as e:
+            bad += e.diagnostics
+    raise_many(bad, "image")
+    return out
+
+
+def raise_many(bad: list[Diagnostic], what: str) -> None:
+    """One error naming the first MAX_REPORTED problems; the last says how many more there are."""
+    if not bad:
+        return
+    shown = bad[:MAX_REPORTED]
+    if len(bad) > len(shown):
+        shown[-1] = replace(shown[-1], hint=f"{shown[-1].hint}; {len(bad) - len(shown)} more bad {what}s are "
+                            "not listed")
+    raise SpecError(shown)
 
 
 # --- text and tokens --------------------------------------------------------------------------

@@ -86,6 +86,21 @@ def _vocabulary(spec: Spec, typed: TypedGraph, cfg: TrainConfig, found: Layout) 
                            f"make the last layer's out_features {vocab} (the vocabulary)")
 
 
+def check_classes(spec: Spec, typed: TypedGraph, cfg: TrainConfig, found: Layout, classes: list[str]) -> str:
+    """An image folder's class subfolders against the output's class scores, before the first step:
+    more folders than scores is an error at the output node; fewer, a note (returned) for the console."""
+    if not classes or found.classes is None or len(classes) == found.classes:
+        return ""
+    name, loc = _output(spec, typed)
+    shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
+    folders = f"{cfg.data.value} has {len(classes)} class folders ({shown})"
+    if len(classes) > found.classes:
+        raise SpecError.at(loc, f"the output '{name}' scores {found.classes} classes, but {folders}",
+                           f"make the last layer's out_features {len(classes)}, or remove the extra class folders "
+                           f"(train.data at {cfg.data.source_loc})")
+    return f"note: {folders}, but the output '{name}' at {loc} scores {found.classes}: the rest are never a target"
+
+
 def _mismatch(spec: Spec, typed: TypedGraph, out: tuple, target: tuple, why: str, hint: str) -> SpecError:
     name, loc = _output(spec, typed)
     return SpecError.at(loc, f"the output '{name}' {fmt_shape(out)} cannot meet the target {fmt_shape(target)} in "

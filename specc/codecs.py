@@ -1,0 +1,124 @@
+"""What a language-model run reads and writes: token ids, UTF-8 bytes (`text:` runs) or text through
+a `tokenizer.json` (the `tokenizers` library), found in the run folder or in the folder its weights
+were imported from."""
+from __future__ import annotations
+
+import codecs as _codecs
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from compiler.errors import SpecError, file_loc
+
+from . import runs
+
+
+class Codec:
+    """kind: `ids` ("81 218 150" in and out), `bytes` (a text: run) or `tokenizer`."""
+
+    def __init__(self, kind: str, tokenizer: Any = None):
+        self.kind, self.tokenizer = kind, tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        if self.kind == "bytes":
+            return list(text.encode("utf-8"))
+        if self.kind == "tokenizer":
+            return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        return parse_ids(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if self.kind == "bytes":
+            return bytes(ids).decode("utf-8", errors="replace")
+        if self.kind == "tokenizer":
+            return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+        return " ".join(str(i) for i in ids)
+
+    def pieces(self) -> Callable[[int], str]:
+        """A function from each new id to the text it adds, for streaming."""
+        if self.kind == "ids":
+            first = [True]
+
+            def piece(i: int) -> str:
+                text = (" " if not first[0] else "") + str(i)
+                first[0] = False
+                return text
+            return piece
+        if self.kind == "bytes":
+            decoder = _codecs.getincrementaldecoder("utf-8")(errors="replace")
+            return lambda i: decoder.decode(bytes([i]))
+        seen: list[int] = []
+        done = [""]
+
+        def token_piece(i: int) -> str:
+            seen.append(i)
+            text = self.decode(seen)
+            if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+                return ""
+            new, done[0] = text[len(done[0]):], text
+            return new
+        return token_piece
+
+    def joined(self, prompt: list[int], new: list[int], stop: Sequence[str]) -> str:
+        """The prompt and its continuation, cut before the first stop string."""
+        if self.kind == "ids":
+            return self.decode(prompt + new)
+        text = self.decode(new)
+        cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+        return self.decode(prompt) + (text[:cut] if cut >= 0 else text)
+
+
+class StopText:
+    """Streams text but holds back what could still become a stop string; `feed` says when one appeared."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        self.pending += text
+        hits = [self.pending.find(s) for s in self.stops if s in self.pending]
+        if hits:
+            out, self.pending = self.pending[:min(hits)], ""
+            return out, True
+        hold = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
+        out = self.pending[:len(self.pending) - hold]
+        self.pending = self.pending[len(out):]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+def parse_ids(text: str, where: str = "--prompt") -> list[int]:
+    try:
+        ids = [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise SpecError.at(file_loc(where), f"this run reads token ids, not {text[:40]!r}",
+                           "write ids separated by spaces: 81 218 150 (or add a tokenizer.json to the run)") from None
+    if any(i < 0 for i in ids):
+        raise SpecError.at(file_loc(where), f"token ids are >= 0, got {min(ids)}", "write ids such as 81 218 150")
+    return ids
+
+
+def tokenizer_file(run_dir: Path) -> Path | None:
+    """tokenizer.json in the run folder, else in the folder its weights came from."""
+    candidates = [run_dir / "tokenizer.json"]
+    summary = runs.read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    imported = (summary.get("weights") or {}).get("imported")
+    if imported:
+        src = Path(imported)
+        candidates.append((src if src.is_dir() else src.parent) / "tokenizer.json")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def codec_for(run_dir: Path, spec: Any) -> Codec:
+    path = tokenizer_file(run_dir)
+    if path is not None:
+        from tokenizers import Tokenizer
+        try:
+            return Codec("tokenizer", Tokenizer.from_file(str(path)))
+        except Exception as e:  # the library raises its own exception type for a bad file
+            raise SpecError.at(file_loc(str(path)), f"cannot read the tokenizer: {str(e).splitlines()[0]}",
+                               "write it with tokenizer.save(path) or save_pretrained") from None
+    source = spec.train.data.source if spec.train is not None else None
+    return Codec("bytes" if source == "text" else "ids")

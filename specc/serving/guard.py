@@ -1,0 +1,81 @@
+"""What stands between a client and the routes: the bearer token, the body size limit and the time a
+client may take to send its body. A plain ASGI middleware, so it sees the bytes before any route
+parses them; its refusals are JSON {"error": ...} like every other error."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from .protocol import BadRequest
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+OPEN = ("/v2/health/live", "/v2/health/ready")  # probes (Kubernetes, load balancers) carry no token
+
+
+@dataclass(frozen=True)
+class Guard:
+    token: str | None = None  # required as `Authorization: Bearer TOKEN` when set
+    max_body: int = 8 << 20  # bytes
+    body_timeout_s: float = 30.0  # to receive a whole body, from the end of the headers
+
+    class middleware:  # noqa: N801  (an ASGI middleware class, as add_middleware wants it)
+        def __init__(self, app: Callable, guard: "Guard"):
+            self.app, self.guard = app, guard
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            refusal = self.guard.refusal(scope)
+            if refusal is not None:
+                return await _reply(send, *refusal)
+            await self.app(scope, self.guard.limited(receive), send)
+
+    def refusal(self, scope: Scope) -> tuple[int, str, list] | None:
+        """(status, message, extra headers) when the request is refused before its body is read."""
+        headers = dict(scope.get("headers") or [])
+        if self.token is not None and scope["path"] not in OPEN:
+            got = headers.get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(got.encode(), f"Bearer {self.token}".encode()):
+                why = "a wrong token" if got else "no token"
+                return 401, f"this server needs 'Authorization: Bearer TOKEN'; the request has {why}", \
+                    [(b"www-authenticate", b"Bearer")]
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return 413, f"the body has {int(length)} bytes; this server takes at most {self.max_body} (--max-body)", []
+        return None
+
+    def limited(self, receive: Receive) -> Receive:
+        """`receive`, refusing a body past max_body (chunked uploads have no Content-Length) and one that
+        takes longer than body_timeout_s to arrive."""
+        state = {"bytes": 0, "done": False, "deadline": asyncio.get_running_loop().time() + self.body_timeout_s}
+
+        async def guarded() -> dict:
+            if state["done"]:
+                return await receive()  # after the body: a disconnect, waited for as long as it takes
+            left = state["deadline"] - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0.001))
+            except asyncio.TimeoutError:
+                raise BadRequest(f"the body did not arrive within {self.body_timeout_s:g} s", 408) from None
+            if message["type"] == "http.request":
+                state["bytes"] += len(message.get("body", b""))
+                state["done"] = not message.get("more_body", False)
+                if state["bytes"] > self.max_body:
+                    raise BadRequest(f"the body is over {self.max_body} bytes, the most this server takes (--max-body)",
+                                     413)
+            return message
+
+        return guarded
+
+
+async def _reply(send: Send, status: int, message: str, headers: list) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,178 @@
+"""Defects found on real data (issue 20): each test fails on the code before its fix."""
+import json
+
+import numpy as np
+import torch
+import pytest
+
+import specc
+from conftest import ROOT, invoke
+from specc.verified import checked_onnx
+from compiler.errors import SpecError
+
+
+@pytest.fixture(scope="module")
+def zig(tmp_path_factory):
+    """A trained run with a passed ONNX export."""
+    run = specc.train(ROOT / "specs/mlp2_zigzag.yaml", epochs=1, progress=False,
+                      out=tmp_path_factory.mktemp("zig") / "run").run_dir
+    assert specc.export(run, ("onnx",), latency=False, out=lambda s: None).passed
+    return run
+
+
+# --- 3: an unchecked artifact is not used without a word ---------------------------------------------
+
+def test_predict_refuses_an_onnx_file_whose_parity_did_not_pass(zig, tmp_path):
+    from exporters import to_onnx
+    path = zig / "export/model.onnx"
+    assert checked_onnx(zig) == path
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 1), np.float32))
+    good = invoke("predict", zig, "--data", tmp_path / "x.npz", "--onnx")
+    assert good.returncode == 0 and good.stderr == ""
+    parity = (zig / "export/parity.json").read_text()
+    try:
+        to_onnx.record_verdict(path, "pending")  # what an export killed before its parity check leaves
+        r = invoke("predict", zig, "--data", tmp_path / "x.npz", "--onnx")
+        assert r.returncode == 2 and r.stderr.splitlines() == [
+            f"{path}: error: its parity was never checked (the export that wrote it did not finish)",
+            f"hint: export it again (specc export {zig} --onnx), or pass --allow-unchecked to use it anyway"]
+        loud = invoke("predict", zig, "--data", tmp_path / "x.npz", "--onnx", "--allow-unchecked")
+        assert loud.returncode == 0 and loud.stdout == good.stdout
+        assert loud.stderr.startswith(f"warning: {path}: its parity was never checked")
+        to_onnx.record_verdict(path, "passed")
+        (zig / "export/parity.json").unlink()  # the file says passed, but no report backs it
+        with pytest.raises(SpecError, match="has no parity.json"):
+            checked_onnx(zig)
+        report = json.loads(parity)
+        report["checks"][0]["passed"] = False
+        (zig / "export/parity.json").write_text(json.dumps(report))
+        with pytest.raises(SpecError, match="parity.json says its parity check failed"):
+            checked_onnx(zig)
+    finally:
+        to_onnx.record_verdict(path, "passed")
+        (zig / "export/parity.json").write_text(parity)
+    assert checked_onnx(zig) == path
+
+
+# --- 8: smaller points ----------------------------------------------------------------------------------
+
+def test_did_you_mean_prefers_a_case_insensitive_match():
+    from compiler.errors import did_you_mean
+    assert did_you_mean("Adamw", ["Adam", "AdamW", "SGD"]) == "did you mean 'AdamW'?"
+    with pytest.raises(SpecError) as info:
+        specc.build(ROOT / "tests/cases/bad/train_optimizer_case.yaml")
+    assert info.value.diagnostics[0].hint == "did you mean 'AdamW'?"
+
+
+# --- 1, 2: class folders against the classifier's outputs -------------------------------------------------
+
+def _pictures(root, classes, per_class=3):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _image_spec(tmp_path, outputs, extra=""):
+    spec = tmp_path / "digits.yaml"
+    spec.write_text(f"""specc: 1
+name: digits
+inputs:
+  x: [batch, 1, 8, 8]
+layers:
+  - {{op: flatten, start_dim: 1}}
+  - {{name: head, op: Linear, out_features: {outputs}}}
+train:
+  data: {{images: pics, val_split: 0.2{extra}}}
+  loss: CrossEntropyLoss
+  optimizer: {{name: SGD, lr: 0.1}}
+  epochs: 1
+""")
+    return spec
+
+
+@pytest.mark.parametrize("outputs", [2, 4])
+def test_more_class_folders_than_outputs_is_an_error_at_the_output_node(tmp_path, outputs):
+    _pictures(tmp_path / "pics", [str(k) for k in range(outputs + (8 if outputs == 2 else 1))])
+    spec = _image_spec(tmp_path, outputs)
+    r = invoke("train", spec, "--out", tmp_path / "run")
+    folders = outputs + (8 if outputs == 2 else 1)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"{spec}:7:5: error: the output 'head' scores {outputs} classes, but {tmp_path / 'pics'} " \
+                       f"has {folders} class folders ({', '.join(map(str, range(folders)))})"
+    assert lines[-1] == f"hint: make the last layer's out_features {folders}, or remove the extra class folders " \
+                        f"(train.data at {spec}:9:18)"
+    assert not (tmp_path / "run").exists()  # 8: a failed train of a spec leaves no half-made run folder
+
+
+def test_an_empty_class_folder_is_refused_at_the_folder(tmp_path):
+    _pictures(tmp_path / "pics", ["a", "b"])
+    (tmp_path / "pics" / "c").mkdir()
+    spec = _image_spec(tmp_path, 3)
+    r = invoke("train", spec, "--out", tmp_path / "run")
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[0] == f"{tmp_path / 'pics' / 'c'}: error: this class folder holds no images " \
+                                       "(.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, .tiff)"
+
+
+def test_every_corrupt_image_is_reported_up_to_a_limit(tmp_path):
+    from specc.training.sources import MAX_REPORTED
+    _pictures(tmp_path / "pics", ["a", "b"], per_class=30)
+    broken = sorted((tmp_path / "pics" / "b").glob("*.png"))[:MAX_REPORTED + 3]
+    for f in broken:
+        f.write_bytes(b"not a png")
+    r = invoke("train", _image_spec(tmp_path, 2), "--out", tmp_path / "run")
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if ": error: " in line]
+    assert [e.split(":")[0] for e in errors] == [str(f) for f in broken[:MAX_REPORTED]]
+    assert "; 3 more bad images are not listed\n" in r.stderr
+
+
+def test_every_bad_csv_cell_is_reported(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,y\n1,x,0\n2,3\n4,5,z\n")
+    spec = tmp_path / "t.yaml"
+    spec.write_text("""specc: 1
+name: t
+inputs: {x: [batch, 2]}
+layers: [{op: Linear, out_features: 1}]
+train: {data: {csv: t.csv}, loss: MSELoss, optimizer: {name: SGD, lr: 0.1}}
+""")
+    r = invoke("train", spec, "--out", tmp_path / "run")
+    assert r.returncode == 2
+    assert [line for line in r.stderr.splitlines() if ": error: " in line] == [
+        f"{tmp_path / 't.csv'}:2:3: error: non-numeric value 'x' in column 'b'",
+        f"{tmp_path / 't.csv'}:3:1: error: row has 2 fields, the header has 3",
+        f"{tmp_path / 't.csv'}:4:5: error: non-numeric value 'z' in column 'y'"]
+
+
+# --- 7: early stopping keeps the best epoch's weights -----------------------------------------------------
+
+def _weights(run):
+    from safetensors.torch import load_file
+    return load_file(run / "model.safetensors")
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_early_stopping_keeps_the_best_weights_across_a_resume(tmp_path):
+    zig = ROOT / "specs/mlp2_zigzag.yaml"
+    # min_delta so large that no epoch after the first counts as better: epoch 1 is the best
+    stop = ["train.early_stopping={patience: 2, monitor: val_loss, min_delta: 1.0e+9}"]
+    first = specc.train(zig, ["train.epochs=1"], progress=False, out=tmp_path / "one").run_dir
+    last = specc.train(zig, ["train.epochs=3"], progress=False, out=tmp_path / "three").run_dir
+    run = tmp_path / "stopped"
+    specc.train(zig, stop, epochs=2, progress=False, out=run)  # a first process ends after epoch 2 ...
+    result = specc.train(run, epochs=3, resume=True, progress=False)  # ... a second one stops early at 3
+    assert result.history[-1]["stopped_early"] and result.epochs == 3 and result.weights_from_epoch == 1
+    assert _same(_weights(run), _weights(first)) and not _same(_weights(run), _weights(last))
+    trained = json.loads((run / "summary.json").read_text())["trained"]
+    assert trained["weights_from_epoch"] == 1 and trained["best"]["epoch"] == 1 and trained["epochs"] == 3
+    keep_last = specc.train(zig, stop + ["train.early_stopping.restore_best=false"], progress=False,
+                            out=tmp_path / "last")
+    assert keep_last.weights_from_epoch == 3 and _same(_weights(keep_last.run_dir), _weights(last))
