@@ -114,7 +114,7 @@ class Reader:
         `m.*` adds one input per copy; a `${...}` ref stays `Deferred` until its copy is made."""
         op = lookup(decl.op) if decl.op else None
         if decl.refs is None:
-            if op is not None and op.required == 0 and not op.slots or prev is None:
+            if op is not None and op.required == 0 or prev is None:  # all inputs optional: none unless named
                 return [], []
             refs: tuple[Ref, ...] = (Ref(prev, None, decl.loc),)
         else:

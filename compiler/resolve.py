@@ -18,7 +18,7 @@ from . import inits
 from .graph import Env, GNode, Graph, Item, Scope, Tie, Val
 from .layers import IDENT
 from .refs import _FAIL, Deferred, Reader
-from .ops import OpDef, lookup
+from .ops import OpDef, lookup, problems
 from .source import Node
 from .spec import BlockDecl, Body, NodeDecl, Ref, Spec
 from .types import conforms, describe, yaml_name
@@ -263,6 +263,9 @@ class _Resolver(Reader):
         if args is None:
             return None
         if op.kind == "tensor" and not _tensor_args(args, decl, self.c):
+            return None
+        for bad in problems(op, args, len([v for v in vals if v is not None])):
+            self.c.error(decl.args[bad.arg].loc if bad.arg in decl.args else decl.loc, bad.message, bad.hint)
             return None
         if op.specialize is not None:
             op = op.specialize(args)
