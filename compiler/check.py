@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import Collector, Loc, SpecError, did_you_mean
 from .export_section import check_export
-from .expr import FAILED, MAX_FUNCTIONS, Function, define, eval_string, evaluate, try_evaluate
+from .expr import FAILED, MAX_FUNCTIONS, Function, calls, define, eval_string, evaluate, try_evaluate
 from .layers import IDENT, MAX_NAME, RESERVED, BodyChecker, check_body, ident
 from .ops import REGISTRY
 from .source import Node
@@ -46,8 +46,9 @@ def check_partial(tree: Node) -> tuple[Spec, Collector]:
     _version(tree.get("specc"), c)
     name = _spec_name(tree.get("name"), c)
     params: dict[str, Any] = {}
-    functions = _functions(tree.get("functions"), params, c)
-    _params(tree.get("params"), params, functions, c)
+    broken: set[str] = set()
+    functions = _functions(tree.get("functions"), params, broken, c)
+    _params(tree.get("params"), params, functions, broken, c)
     scope = {**functions, **params}
     inputs = _inputs(tree.get("inputs"), scope, c)
     dims = _dims(tree.get("dims"), inputs, scope, c)
@@ -99,8 +100,9 @@ def _key_ident(name: str, loc: Loc, what: str, c: Collector) -> bool:
     return ident(Node(name, loc), what, c)
 
 
-def _functions(node: Node | None, params: dict[str, Any], c: Collector) -> dict[str, Function]:
-    """`functions: {"ch(c)": "${...}"}`: each reads the params and the functions above it."""
+def _functions(node: Node | None, params: dict[str, Any], broken: set[str], c: Collector) -> dict[str, Function]:
+    """`functions: {"ch(c)": "${...}"}`: each reads the params and the functions above it. The names
+    of those that can never be called go to `broken` (what uses them is not evaluated)."""
     if node is None:
         return {}
     if not node.is_map:
@@ -121,17 +123,25 @@ def _functions(node: Node | None, params: dict[str, Any], c: Collector) -> dict[
             c.error(loc, f"function '{fn.name}' is already defined", "give it another name")
             continue
         out[fn.name] = fn
+    names = list(out)
+    for k, fn in enumerate(out.values()):  # a call of itself or of a later function can never resolve
+        wrong = next((n for n in calls(fn) if n in names[k:]), None)
+        if wrong is not None:
+            what = "itself" if wrong == fn.name else f"'{wrong}', which is defined below it"
+            c.error(fn.loc, f"function '{fn.name}' calls {what}: functions do not recurse",
+                    "a function calls only the functions defined above it")
+            broken.add(fn.name)
     return out
 
 
-def _params(node: Node | None, out: dict[str, Any], functions: dict[str, Function], c: Collector) -> None:
+def _params(node: Node | None, out: dict[str, Any], functions: dict[str, Function], failed: set[str],
+            c: Collector) -> None:
     """Evaluate the params in order into `out` (which the functions read as it fills)."""
     if node is None:
         return
     if not node.is_map:
         c.error(node.loc, "'params' must be a mapping of names to values", "params: {dim: 64, depth: 4}")
         return
-    failed: set[str] = set()
     for key, value in node.value.items():
         if not _key_ident(key, node.key_locs[key], "param", c):
             continue

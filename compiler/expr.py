@@ -135,7 +135,8 @@ class _Walker:
             return {"True": True, "False": False, "None": None}[node.id]
         if node.id not in self.scope:
             hint = "i is the repeat index: it exists in the values of a node with repeat:" if node.id == "i" else \
-                did_you_mean(node.id, self.scope, "param") or "params are declared under params: (or a block's params:)"
+                did_you_mean(node.id, param_names(self.scope), "param") or \
+                "params are declared under params: (or a block's params:)"
             raise ExprError(f"unknown param '{node.id}' in expression", hint)
         return _check(self.scope[node.id])
 
@@ -264,6 +265,16 @@ class _Walker:
         return reader(node.args[0].id)
 
 
+def param_names(scope: Mapping[str, Any]) -> list[str]:
+    """The names in a scope that are params (not functions, not the shape reader)."""
+    return [k for k, v in scope.items() if not k.startswith("^") and not isinstance(v, Function)]
+
+
+def calls(fn: Function) -> list[str]:
+    """The names a function's body calls."""
+    return [n.func.id for n in ast.walk(fn.body) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+
+
 def define(signature: str, body: Node, loc: Loc, scope: Mapping[str, Any]) -> Function:
     """A `functions:` entry: `"name(a, b)": "${expression}"`."""
     m = _SIGNATURE.fullmatch(signature.strip())
@@ -315,7 +326,8 @@ def eval_string(text: str, scope: Mapping[str, Any], loc: Loc) -> Any:
         name = whole.group(1)
         if name not in scope:
             hint = "i is the repeat index: it exists in the values of a node with repeat:" if name == "i" else \
-                did_you_mean(name, scope, "param") or "params are declared under params: (or a block's params:)"
+                did_you_mean(name, param_names(scope), "param") or \
+                "params are declared under params: (or a block's params:)"
             raise SpecError.at(loc, f"unknown param '{name}'", hint)
         try:
             return _check(scope[name])

@@ -88,7 +88,11 @@ def _later_errors(spec: Spec, found: list) -> list:
     except Exception:  # noqa: BLE001 - best effort on a spec already known to be wrong
         return []
     seen = {(d.file, d.line, d.col) for d in found}
-    return [d for d in more.diagnostics if (d.file, d.line, d.col) not in seen]
+    pnode = spec.tree.get("params")
+    declared = set(pnode.value) if pnode is not None and pnode.is_map else set()
+    failed = {f"unknown param '{p}'" for p in declared - set(spec.params)}  # reported by check already
+    return [d for d in more.diagnostics if (d.file, d.line, d.col) not in seen
+            and d.message.removesuffix(" in expression") not in failed]
 
 
 def compile_spec(spec: Spec, seed: int | None = None) -> Compiled:
