@@ -65,12 +65,15 @@ def resolve(spec: Spec, collect: Collector | None = None, shapes: bool = True) -
                 outputs.extend(_named(ref.alias or str(ref).replace(".", "_"), r.ref(ref, env, whole_ok=True), r))
         elif last_name is not None:
             outputs.extend(_named(last_name, last, r))
-    if collect is None:
+    if collect is None or r.over_limit:  # past the node limit, no later pass is worth its time
         r.raise_if_any()
     else:
         collect.diagnostics.extend(r.unique())
     root.outputs = [v for _, v in outputs]
-    return Graph(spec.name, dict(spec.inputs), r.nodes, outputs, root)
+    graph = Graph(spec.name, dict(spec.inputs), r.nodes, outputs, root)
+    if r.shapes is not None:  # shape inference need not run again what shape() ran
+        graph.shape_memo = r.shapes.run.memo
+    return graph
 
 
 def _named(name: str, v: Any, r: "_Resolver") -> list[tuple[str, Val]]:

@@ -142,6 +142,7 @@ def infer_shapes(graph: Graph, dims: Mapping[str, DimDecl] | None = None, collec
     dims = dict(dims or {})
     sampler = Sampler(symbols, dims)
     run = _Pass(graph, sampler)
+    run.memo = graph.shape_memo  # same samples as the pass that answered shape() while resolving
     info = run.all()
     if run.c.diagnostics:
         if run.only_b:  # sizes of a failure seen in one run only: take them from runs B and C
