@@ -39,6 +39,7 @@ class Reader:
 
     def __init__(self) -> None:
         self.absent: dict[str, Any] = {}  # absent nodes with no input to pass on, by name
+        self.ambiguous: dict[str, tuple] = {}  # absent nodes that read several inputs and say no pass: (an error once read)
         self.shapes: "IncrementalShapes | None" = None
         self.shapes_on = True  # off in the front end's partial run (no torch there)
 
@@ -56,6 +57,8 @@ class Reader:
             return self.copies(ref, env)
         v = env.get(ref.name)
         if v is None:
+            if self.unclear(ref.name):
+                return None
             if ref.name in self.absent:
                 self.c.error(ref.loc, f"'{ref.name}' is absent here ({self.absent[ref.name]}) and has no input to "
                              "pass on", "give it a from:, or make the node that reads it conditional too")
@@ -172,14 +175,23 @@ class Reader:
         if not given:
             self.absent[decl.name] = "repeat: 0" if count == 0 else "when: false"
             return None
-        if len(given) > 1 or isinstance(given[0], Deferred):
+        if len(given) > 1 or isinstance(given[0], Deferred):  # an error once something reads it
             where = decl.repeat if count == 0 and decl.repeat is not None else decl.when
             refs = [str(r) for r in decl.refs or ()] or ["x"]
-            self.c.error(where.loc if where is not None else decl.loc,
-                         f"'{decl.name}' is absent here and reads {len(given)} inputs ({', '.join(refs)}); say which "
-                         "one it passes on", f"add pass: {refs[-1]} (or pass: [{', '.join(refs)}] for all of them)")
+            self.ambiguous[decl.name] = (
+                where.loc if where is not None else decl.loc,
+                f"'{decl.name}' is absent here and reads {len(given)} inputs ({', '.join(refs)}); say which one it "
+                "passes on", f"add pass: {refs[-1]} (or pass: [{', '.join(refs)}] for all of them)")
             return None
+        self.ambiguous.pop(decl.name, None)
         return given[0]
+
+    def unclear(self, name: str) -> bool:
+        """Reading an absent node that did not say what it passes: the error, at the node."""
+        if name not in self.ambiguous:
+            return False
+        self.c.error(*self.ambiguous[name])
+        return True
 
     # --- shape() ------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class _Ctx:
     numbered: bool = False
     counter: list[int] = field(default_factory=lambda: [0])
     env: Env = field(default_factory=dict)  # what the body has defined so far (inline groups read it)
+    frozen: bool = False  # under a `trainable: false`
 
     def number(self) -> str:
         self.counter[0] += 1
@@ -143,13 +144,16 @@ class _Resolver(Reader):
         if body.outputs:
             outs = [self.ref(r, env) for r in body.outputs]
             return env, (None if any(o is None for o in outs) else outs[0] if len(outs) == 1 else outs), prev
+        if prev is not None and env.get(prev) is None:
+            self.unclear(prev)  # the body's output is an absent node that did not say what it passes
         return env, (env.get(prev) if prev is not None else None), prev
 
     def node(self, decl: NodeDecl, vals: list, locs: list, ctx: _Ctx, into: Scope) -> Any:
         scope = self.shape_scope(ctx.params, ctx.env)
         present = self.present(decl, scope)
         count = self.repeat(decl, scope)
-        if present is None or count is _FAIL:
+        trainable = self.flag(decl.trainable, "trainable", scope)
+        if present is None or count is _FAIL or trainable is None:
             return None
         if not present or count == 0:  # absent: it gives its one input, or what pass: names
             if count is not None:
@@ -171,7 +175,8 @@ class _Resolver(Reader):
                     return None
             if k == 0:
                 item.inputs = list(cur)
-            sub = _Ctx(local, ctx.prefix, ctx.scope_inputs, ctx.numbered, ctx.counter, ctx.env)
+            sub = _Ctx(local, ctx.prefix, ctx.scope_inputs, ctx.numbered, ctx.counter, ctx.env,
+                       ctx.frozen or not trainable)
             path = ctx.prefix + key
             self.chained = not per_copy  # read by the copy's checks below, before any nested node resets it
             out = self.op_copy(decl, cur, locs, sub, path, item) if kind == "op" else \
@@ -190,14 +195,18 @@ class _Resolver(Reader):
         return item.output
 
     def present(self, decl: NodeDecl, scope: dict) -> bool | None:
-        if decl.when is None:
+        return self.flag(decl.when, "when", scope)
+
+    def flag(self, node: Node | None, key: str, scope: dict) -> bool | None:
+        """`when:` or `trainable:`: true (also when absent) or false; None after an error."""
+        if node is None:
             return True
-        v = self.value(decl.when, scope)
+        v = self.value(node, scope)
         if v is _FAIL:
             return None
         if not isinstance(v, bool):
-            self.error(decl.when, f"when: must be true or false, got {yaml_name(v)} {_short(v)}",
-                       "write when: $flag or when: ${i == 0}")
+            self.error(node, f"{key}: must be true or false, got {yaml_name(v)} {_short(v)}",
+                       f"write {key}: $flag or {key}: ${{i == 0}}")
             return None
         return v
 
@@ -267,8 +276,10 @@ class _Resolver(Reader):
             return None
         if op.kind == "tensor" and not _tensor_args(args, decl, self.c):
             return None
-        for bad in problems(op, args, len([v for v in vals if v is not None])):
+        found = problems(op, args, len([v for v in vals if v is not None]))
+        for bad in found:
             self.c.error(decl.args[bad.arg].loc if bad.arg in decl.args else decl.loc, bad.message, bad.hint)
+        if found:
             return None
         if op.specialize is not None:
             op = op.specialize(args)
@@ -280,7 +291,7 @@ class _Resolver(Reader):
         if ties is None or given is None or self.total_guard(decl, 1):
             return None
         node = GNode(path, op, args, list(vals), decl.loc, {k: v.loc for k, v in decl.args.items()}, list(locs),
-                     list(ctx.scope_inputs), ties, given)
+                     list(ctx.scope_inputs), ties, given, not ctx.frozen)
         self.nodes.append(node)
         self.by_path[path] = node
         item.nodes.append(node)
@@ -347,7 +358,7 @@ class _Resolver(Reader):
                          "copy i feeds copy i+1, so outputs must match inputs")
             return None
         sub = Scope("block", block.name, path, block.body.numbered, list(block.inputs), list(cur))
-        inner = _Ctx(bscope, path + ".", list(cur), block.body.numbered)
+        inner = _Ctx(bscope, path + ".", list(cur), block.body.numbered, frozen=ctx.frozen)
         env, out, _ = self.body(block.body, benv, block.inputs[0], inner, sub)
         return self.close(sub, out, item)
 
@@ -356,7 +367,7 @@ class _Resolver(Reader):
         assert group is not None
         given = [v for v in cur if v is not None]
         sub = Scope("group", decl.name, path, group.numbered, [_IN] if given else [], given[:1])
-        inner = _Ctx(ctx.params, path + ".", ctx.scope_inputs + given[:1], group.numbered)
+        inner = _Ctx(ctx.params, path + ".", ctx.scope_inputs + given[:1], group.numbered, frozen=ctx.frozen)
         inner_env = dict(ctx.env)
         if given:
             inner_env[_IN] = given[0]
@@ -399,7 +410,7 @@ def _tensor_args(args: dict, decl: NodeDecl, c: Collector) -> bool:
     if not shape or any(d < 1 for d in shape):
         c.error(loc, f"shape must list positive sizes, got {shape!r}", "shape: [1, 1, 768]")
         return False
-    bad = inits.problem(init, args.get("dtype", "float32"), len(shape))
+    bad = inits.problem(init, args.get("dtype", "float32"), shape=tuple(shape))
     if bad is not None:
         c.error(decl.args["init"].loc if "init" in decl.args else decl.loc, *bad)
     return bad is None

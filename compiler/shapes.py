@@ -194,7 +194,6 @@ class _Pass:
 
     def one(self, node: GNode) -> None:
         try:
-            _fixed_count(node, self.info)
             self.runner.run(node)
         except ShapeError as e:
             if e.only_b:
@@ -224,19 +223,6 @@ class _Pass:
 
     def shape_of(self, v: Val) -> Any:
         return value_shape(self.info, v)
-
-
-def _fixed_count(node: GNode, info: dict[str, NodeInfo]) -> None:
-    """unbind along a symbolic dim would give as many outputs as the input has rows: a graph's
-    outputs are fixed when it is built (and a sampled size of thousands would cost seconds here)."""
-    if node.op.name != "unbind" or not node.given or node.given[0].node not in info:
-        return
-    shape, dim = value_shape(info, node.given[0]), node.args.get("dim", 0)
-    if isinstance(shape, tuple) and shape and not isinstance(shape[0], tuple) and -len(shape) <= dim < len(shape) \
-            and isinstance(shape[dim], str):
-        raise ShapeError(f"unbind '{node.path}' splits along '{shape[dim]}', a symbolic size: the number of its "
-                         "outputs would depend on the input", "unbind a dim of fixed size, or pick one element "
-                         "with {op: select, dim: D, index: K}", node.arg_locs.get("dim"))
 
 
 def _divisibility_hint(graph: Graph, symbols: list[str], dims: dict[str, DimDecl], run: _Pass) -> None:

@@ -24,7 +24,7 @@ DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 TOP_KEYS = ("specc", "name", "description", "params", "functions", "inputs", "dims", "blocks", "layers", "seq", "outputs",
             "train", "export")
 NODE_KEYS = ("op", "block", "name", "from", "repeat", "names", "when", "pass", "numbered", "tie", "seq", "layers",
-             "outputs")
+             "outputs", "trainable")
 BLOCK_KEYS = ("params", "inputs", "layers", "seq", "outputs", "description")
 DIM_KEYS = ("divisible_by", "min", "max")
 
@@ -76,6 +76,7 @@ class NodeDecl:
     args: dict[str, Node]
     loc: Loc
     inits: Node | None = None  # a module node's `init: {weight: ..., bias: ...}`
+    trainable: Node | None = None  # `trainable: false` freezes the parameters of the node and all below it
     passes: tuple[Ref, ...] | None = None  # `pass: cv2`: what the node gives when it is absent
     numbered: bool = False  # `numbered: true`: a function op that takes its number in a seq body
 

@@ -49,7 +49,11 @@ def test_yolov8_is_ultralytics_detection_model(scale, nc, height, width):
     ref = ultra.detection_model(scale, nc)
     model = specc.build(SPEC, {"scale": scale, "nc": nc}).eval()
     assert sorted(model.state_dict()) == sorted(ref.state_dict())
-    assert sum(p.numel() for p in model.parameters()) == ultra.counts(ref)[0]
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert (params, trainable) == ultra.counts(ref)  # DFL's integral is frozen in both
+    dfl = "model.22.dfl.conv.weight"  # arange(reg_max) from the build, as Ultralytics'
+    assert torch.equal(model.state_dict()[dfl], ref.state_dict()[dfl])
     state = scrambled(ref)
     ref.load_state_dict(state)
     model.load_state_dict(state, strict=True)
