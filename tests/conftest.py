@@ -71,3 +71,14 @@ def pytest_configure(config):
         import torch
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     config.addinivalue_line("markers", "slow: long end-to-end tests (kills, torchrun, full training); part of make test")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models run fastest on one thread, and other load on a shared machine cannot stall OpenMP's
+    barriers (use with pytestmark = pytest.mark.usefixtures("one_thread"))."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,13 +21,7 @@ SETTINGS = [  # (scale, nc, height, width): small sizes keep the suite quick; m/
     ("s", 7, 96, 96),
 ]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scrambled(model: torch.nn.Module, seed: int = 1) -> dict:
