@@ -154,8 +154,23 @@ def _params(node: Node | None, out: dict[str, Any], functions: dict[str, Functio
         try:
             out[key] = evaluate(value, ChainMap(out, functions))
         except SpecError as e:
-            c.extend(e)
+            _blame_override(e, value, node, c)
             failed.add(key)
+
+
+def _blame_override(e: SpecError, value: Node, params: Node, c: Collector) -> None:
+    """A param that fails because of a `--set` value is reported at the override, once (`--set scale=q`
+    breaks three params that index `scales` by it), with the spec line that uses it in the hint."""
+    sets = [n for n in _names_in(value) if n in params.value and params.value[n].loc.file == "--set"]
+    if len(sets) != 1:
+        c.extend(e)
+        return
+    where = params.value[sets[0]].loc
+    for d in e.diagnostics:
+        if any(o.file == where.file and (o.line, o.col, o.message) == (where.line, where.col, d.message)
+               for o in c.diagnostics):
+            continue
+        c.error(where, d.message, f"'{sets[0]}' is used at {d.file}:{d.line}:{d.col}; {d.hint}")
 
 
 def _names_in(node: Node) -> set[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -92,7 +93,7 @@ def _later_errors(spec: Spec, found: list) -> list:
     declared = set(pnode.value) if pnode is not None and pnode.is_map else set()
     failed = {f"unknown param '{p}'" for p in declared - set(spec.params)}  # reported by check already
     return [d for d in more.diagnostics if (d.file, d.line, d.col) not in seen
-            and d.message.removesuffix(" in expression") not in failed]
+            and re.sub(r"^(in \w+\(\): )+", "", d.message).removesuffix(" in expression") not in failed]
 
 
 def compile_spec(spec: Spec, seed: int | None = None) -> Compiled:

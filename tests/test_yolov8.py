@@ -68,9 +68,9 @@ def test_yolov8n_has_ultralytics_published_counts():
 def test_a_scale_that_is_not_one_of_ultralytics_is_a_located_error():
     with pytest.raises(specc.SpecError) as info:
         specc.load(SPEC, {"scale": "xl"})
-    d = info.value.diagnostics[0]
-    assert d.message == "a string 'xl' is not a key of the mapping"
-    assert d.hint == "did you mean 'x'?"
+    (d,) = info.value.diagnostics  # at the override, once (three params index scales by it)
+    assert (d.file, d.message) == ("--set", "a string 'xl' is not a key of the mapping")
+    assert d.hint == f"'scale' is used at {SPEC}:18:19; did you mean 'x'?"
 
 
 @pytest.mark.slow
