@@ -7,11 +7,12 @@ block's params or a repeat index are checked by `resolve`. Nothing here imports 
 from __future__ import annotations
 
 import re
+from collections import ChainMap
 from typing import Any
 
 from .errors import Collector, Loc, SpecError, did_you_mean
 from .export_section import check_export
-from .expr import FAILED, eval_string, evaluate, try_evaluate
+from .expr import FAILED, MAX_FUNCTIONS, Function, calls, define, eval_string, evaluate, try_evaluate
 from .layers import IDENT, MAX_NAME, RESERVED, BodyChecker, check_body, ident
 from .ops import REGISTRY
 from .source import Node
@@ -20,10 +21,19 @@ from .sampling import MAX_SYMBOLS
 from .train_section import check_train
 
 SPEC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_BUILTIN_NAMES = ("min", "max", "abs", "round", "floor", "ceil", "sqrt", "int", "float", "len", "shape", "i")
 
 
 def check(tree: Node) -> Spec:
     """Validate the whole tree; raise one `SpecError` with every problem found."""
+    spec, c = check_partial(tree)
+    c.raise_if_any()
+    return spec
+
+
+def check_partial(tree: Node) -> tuple[Spec, Collector]:
+    """The checked spec and this pass's errors. With errors, the spec holds what checked well (a
+    node that failed is left out), so that later passes can still report their own errors."""
     c = Collector()
     if not tree.is_map:
         raise SpecError.at(tree.loc, "a spec must be a mapping", "start the file with 'specc: 1' and 'name: ...'")
@@ -35,18 +45,21 @@ def check(tree: Node) -> Spec:
             c.error(tree.loc, f"missing required key '{key}'", _REQUIRED_HINTS[key])
     _version(tree.get("specc"), c)
     name = _spec_name(tree.get("name"), c)
-    params = _params(tree.get("params"), c)
-    inputs = _inputs(tree.get("inputs"), params, c)
-    dims = _dims(tree.get("dims"), inputs, params, c)
+    params: dict[str, Any] = {}
+    broken: set[str] = set()
+    functions = _functions(tree.get("functions"), params, broken, c)
+    _params(tree.get("params"), params, functions, broken, c)
+    scope = {**functions, **params}
+    inputs = _inputs(tree.get("inputs"), scope, c)
+    dims = _dims(tree.get("dims"), inputs, scope, c)
     blocks = _blocks(tree.get("blocks"), c)
     body = _top_body(tree, inputs, blocks, c)
-    train = check_train(tree.get("train"), params, tree.loc.file, c)
-    export = check_export(tree.get("export"), params, list(dims), c)
+    train = check_train(tree.get("train"), scope, tree.loc.file, c)
+    export = check_export(tree.get("export"), scope, list(dims), c)
     _recursion(blocks, c)
-    c.raise_if_any()
     pnode = tree.get("params")
     param_locs = {k: v.loc for k, v in pnode.value.items()} if pnode is not None and pnode.is_map else {}
-    return Spec(name, params, inputs, dims, blocks, body, train, export, tree, param_locs)
+    return Spec(name, params, inputs, dims, blocks, body, train, export, tree, param_locs, functions), c
 
 
 def _top_body(tree: Node, inputs: dict, blocks: dict[str, BlockDecl], c: Collector) -> Body:
@@ -87,26 +100,77 @@ def _key_ident(name: str, loc: Loc, what: str, c: Collector) -> bool:
     return ident(Node(name, loc), what, c)
 
 
-def _params(node: Node | None, c: Collector) -> dict[str, Any]:
+def _functions(node: Node | None, params: dict[str, Any], broken: set[str], c: Collector) -> dict[str, Function]:
+    """`functions: {"ch(c)": "${...}"}`: each reads the params and the functions above it. The names
+    of those that can never be called go to `broken` (what uses them is not evaluated)."""
     if node is None:
         return {}
     if not node.is_map:
-        c.error(node.loc, "'params' must be a mapping of names to values", "params: {dim: 64, depth: 4}")
+        c.error(node.loc, "'functions' maps signatures to expressions", 'functions: {"half(x)": "${x // 2}"}')
         return {}
-    out: dict[str, Any] = {}
-    failed: set[str] = set()
+    out: dict[str, Function] = {}
+    for signature, body in node.value.items():
+        loc = node.key_locs[signature]
+        if len(out) == MAX_FUNCTIONS:
+            c.error(loc, f"a spec defines at most {MAX_FUNCTIONS} functions", "merge some of them")
+            break
+        try:
+            fn = define(signature, body, loc, ChainMap(dict(out), params))
+        except SpecError as e:
+            c.extend(e)
+            continue
+        if fn.name in out or fn.name in _BUILTIN_NAMES:
+            c.error(loc, f"function '{fn.name}' is already defined", "give it another name")
+            continue
+        out[fn.name] = fn
+    names = list(out)
+    for k, fn in enumerate(out.values()):  # a call of itself or of a later function can never resolve
+        wrong = next((n for n in calls(fn) if n in names[k:]), None)
+        if wrong is not None:
+            what = "itself" if wrong == fn.name else f"'{wrong}', which is defined below it"
+            c.error(fn.loc, f"function '{fn.name}' calls {what}: functions do not recurse",
+                    "a function calls only the functions defined above it")
+            broken.add(fn.name)
+    return out
+
+
+def _params(node: Node | None, out: dict[str, Any], functions: dict[str, Function], failed: set[str],
+            c: Collector) -> None:
+    """Evaluate the params in order into `out` (which the functions read as it fills)."""
+    if node is None:
+        return
+    if not node.is_map:
+        c.error(node.loc, "'params' must be a mapping of names to values", "params: {dim: 64, depth: 4}")
+        return
     for key, value in node.value.items():
         if not _key_ident(key, node.key_locs[key], "param", c):
+            continue
+        if key in functions:
+            c.error(node.key_locs[key], f"param '{key}' has the name of a function", "rename one of them")
             continue
         if failed & _names_in(value):  # derived from a param whose error is reported already
             failed.add(key)
             continue
         try:
-            out[key] = evaluate(value, out)
+            out[key] = evaluate(value, ChainMap(out, functions))
         except SpecError as e:
-            c.extend(e)
+            _blame_override(e, value, node, c)
             failed.add(key)
-    return out
+
+
+def _blame_override(e: SpecError, value: Node, params: Node, c: Collector) -> None:
+    """A param that fails because of a `--set` value is reported at the override, once (`--set scale=q`
+    breaks three params that index `scales` by it), with the spec line that uses it in the hint."""
+    sets = [n for n in _names_in(value) if n in params.value and params.value[n].loc.file == "--set"]
+    if len(sets) != 1:
+        c.extend(e)
+        return
+    where = params.value[sets[0]].loc
+    for d in e.diagnostics:
+        if any(o.file == where.file and (o.line, o.col, o.message) == (where.line, where.col, d.message)
+               for o in c.diagnostics):
+            continue
+        c.error(where, d.message, f"'{sets[0]}' is used at {d.file}:{d.line}:{d.col}; {d.hint}")
 
 
 def _names_in(node: Node) -> set[str]:

@@ -138,6 +138,8 @@ class _Ejector:
         self.sources: list[str] = []
         self.imports: set[str] = set()
         self.helpers: dict[str, str] = {}  # specc's own modules, copied into the file
+        self.used = {(v.node, v.index) for n in typed.graph.nodes for v in n.given} | \
+            {(v.node, v.index) for _, v in typed.graph.outputs}  # values something reads
         self.folded = fold.plan(typed.graph)
 
     def frozen(self) -> list[str]:
@@ -264,7 +266,9 @@ class _ClassWriter:
 
     def item(self, item: Item) -> None:
         local = self.names.local(item.name)
-        if item.kind == "op":
+        if item.repeat and self.unroll(item):
+            self.unrolled(item, local)
+        elif item.kind == "op":
             self.op_item(item, local)
         else:
             self.scope_item(item, local)
@@ -359,6 +363,59 @@ class _ClassWriter:
         self.body.append(f"layers = list({container})")
         for i, free in enumerate(free_names):
             self.body.append(f"{local} = layers[{i}]({local}{''.join(', ' + n for n in free)})")
+
+
+    # --- repeats whose copies read their own inputs (from: ${...}), or whose copies are read (m.*) ---
+
+    def copies(self, item: Item) -> list[tuple[list, Any]]:
+        """Each copy's (inputs, output)."""
+        if item.kind == "op":
+            return [(n.inputs, Val(n.path)) for n in item.nodes]
+        return [(s.inputs, s.outputs[0] if len(s.outputs) == 1 else list(s.outputs)) for s in item.scopes]
+
+    def unroll(self, item: Item) -> bool:
+        if item.kind == "op" and item.nodes and item.nodes[0].path in self.ej.folded.constant:
+            return False  # computed once at build (see `fold`)
+        copies = self.copies(item)
+        chained = all(ins == ([prev] if not isinstance(prev, list) else prev)
+                      for (ins, _), (_, prev) in zip(copies[1:], copies))
+        read = any(not isinstance(out, list) and (out.node, out.index) in self.ej.used for _, out in copies[:-1])
+        return not chained or read
+
+    def unrolled(self, item: Item, local: str) -> None:
+        """One call per copy, each bound to its own name (`m_0`, `m_1`, ...), so `m.*` can read them."""
+        copies = self.copies(item)
+        if item.kind == "op" and item.nodes[0].op.kind == "function":
+            callees = [""] * len(copies)
+        elif item.kind == "op":
+            container = self.container(item, [self.ej.ctor(n) for n in item.nodes])
+            callees = [f"layers[{k}]" for k in range(len(copies))]
+            self.body.append(f"layers = list({container})")
+            given = self.ej.typed.info[item.nodes[0].path].inits
+            if given:
+                self.init += [f"for layer in {container}:"] + [f"    {inits.code(f'layer.{p}', i)}" for p, i in given.items()]
+        else:
+            built = [self.ej.class_for(s) for s in item.scopes]
+            container = self.container(item, [f"{n}()" for n, _ in built])
+            callees = [f"layers[{k}]" for k in range(len(copies))]
+            self.body.append(f"layers = list({container})")
+        for k, (ins, out) in enumerate(copies):
+            name = f"{local}_{k}"
+            if item.kind == "op":
+                node = item.nodes[k]
+                code = [None if v is None else Code(self.names.expr(v)) for v in ins]
+                call = node.op.bind(_CodeEmitter(self.ej.typed, node, self.names), code, node.args, node.op)
+                self.body.append(f"{name} = {render(call, callees[k])}")
+            else:
+                args = [self.names.expr(v) for v in ins if v is not None] + [self.names.expr(v) for v, _ in built[k][1]]
+                self.body.append(f"{name} = {callees[k]}({', '.join(args)})")
+            if isinstance(out, list):
+                for i, v in enumerate(out):
+                    self.names.exprs.setdefault((v.node, v.index), f"{name}[{i}]")
+            else:
+                self.names.bind(out, name)
+        if copies:
+            self.body.append(f"{local} = {local}_{len(copies) - 1}")
 
 
 _X = "__x__"  # the previous copy's output, in a repeated call's template

@@ -94,6 +94,7 @@ class Graph:
     nodes: list[GNode]
     outputs: list[tuple[str, Val]]  # (output name, value)
     root: Scope | None = None
+    shape_memo: dict = field(default_factory=dict)  # meta runs made for shape() while resolving (see `shapes`)
 
     def node(self, path: str) -> GNode:
         return self._index[path]

@@ -17,12 +17,13 @@ from .source import Node
 from .spec import NODE_KEYS, BlockDecl, Body, NodeDecl, Ref
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-REF = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\.([0-9]{1,6}))?")
+REF = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\.([0-9]{1,6}|\*))?")
+_DOTTED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_.]*)")
 MAX_NAME = 64
 ATTRIBUTES = module_attributes()  # a node of such a name would shadow nn.Module's (`self` does not: BERT's attention.self)
 RESERVED = ATTRIBUTES | {"self"}  # input names: `self` is forward's own first parameter
 _BODY_KINDS = ("op", "block", "seq", "layers")
-_GROUP_KEYS = ("name", "from", "repeat", "names", "when", "outputs", "seq", "layers", "trainable")
+_GROUP_KEYS = ("name", "from", "repeat", "names", "when", "pass", "outputs", "seq", "layers", "trainable")
 
 
 def ident(node: Node, what: str, c: Collector) -> bool:
@@ -46,6 +47,7 @@ class Scope:
     defined: list[str] = field(default_factory=list)
     later: set[str] = field(default_factory=set)  # names written further down (for a better message)
     counts: dict[str, int] = field(default_factory=dict)  # derived-name counters
+    numbered: bool = False  # a seq: body
 
     def visible(self) -> list[str]:
         return list(self.outer) + list(self.inputs) + self.defined
@@ -68,6 +70,7 @@ class BodyChecker:
 
     def body(self, node: Node, numbered: bool, scope: Scope, outputs: Node | None) -> Body:
         entries = [_entry(n, self.c) for n in node.value]
+        scope.numbered = numbered
         self.reserve(entries, scope)
         decls: list[NodeDecl] = []
         for i, (raw, e) in enumerate(zip(node.value, entries)):
@@ -134,6 +137,7 @@ class _NodeCheck:
             self.c.error(inits.loc, "a module's init: maps its parameters to initial values",
                          "init: {weight: {normal: 0.02}, bias: zeros}")
         self.node_keys()
+        passes, numbered = self.passes(), self.numbered()
         body = None
         if self.op is not None:
             self.op_args(args, refs, slots)
@@ -145,7 +149,7 @@ class _NodeCheck:
             return None
         return NodeDecl(name, derived, self.op.name if self.op else None, self.block, body, refs, slots,
                         self.e.get("repeat"), self.e.get("names"), self.e.get("when"), self.e.get("tie"), args,
-                        self.raw.loc, inits, self.e.get("trainable"))
+                        self.raw.loc, inits, self.e.get("trainable"), passes=passes, numbered=numbered)
 
     # --- kind ---------------------------------------------------------------------------
 
@@ -247,8 +251,37 @@ class _NodeCheck:
                 refs.append(got[0])
         return tuple(refs), tuple(names)
 
-    def parse(self, items: list[Node]) -> list[Ref]:
-        return _refs(items, self.scope.visible(), self.scope.later, "ref", self.c)
+    def parse(self, items: list[Node], deferred: bool = True) -> list[Ref]:
+        return _refs(items, self.scope.visible(), self.scope.later, "ref", self.c, deferred)
+
+    def passes(self) -> tuple[Ref, ...] | None:
+        """`pass: cv2`: what an absent node gives instead (refs to anything visible here)."""
+        node = self.e.get("pass")
+        if node is None:
+            return None
+        if "when" not in self.e and "repeat" not in self.e:
+            self.c.error(self.arg_locs.get("pass", node.loc), "pass: says what an absent node gives; this node is "
+                         "never absent", "add when: (or repeat:), or drop pass:")
+        items = node.value if node.is_seq else [node]
+        if not items:
+            self.c.error(node.loc, "'pass' is empty", "name the ref an absent node passes on: pass: x")
+        return tuple(self.parse(items, deferred=False))
+
+    def numbered(self) -> bool:
+        """`numbered: true`: a function op that takes its number in a seq body (Ultralytics' Concat)."""
+        node = self.e.get("numbered")
+        if node is None:
+            return False
+        if not isinstance(node.value, bool):
+            self.c.error(node.loc, f"numbered: is true or false, not {node.plain()!r}", "numbered: true")
+            return False
+        if node.value and not self.scope.numbered:
+            self.c.error(self.arg_locs.get("numbered", node.loc), "numbered: holds a place in a seq: body's "
+                         "numbering; this body is a layers: body", "drop it, or make the body a seq:")
+        elif node.value and not (self.op is not None and self.op.kind == "function"):
+            self.c.error(self.arg_locs.get("numbered", node.loc), "numbered: is for function ops; modules, blocks "
+                         "and groups take their number already", "drop numbered:")
+        return bool(node.value)
 
     # --- keys that shape the node -----------------------------------------------------------
 
@@ -277,8 +310,14 @@ class _NodeCheck:
         assert op is not None
         n_refs = (1 if op.required else 0) if refs is None else len(refs)
         lo, hi = op.inputs
+        every = [r for r in refs or () if r.every]
         if not self.refs_ok:
             pass  # a bad ref was reported; counting what is left would only add noise
+        elif every and not op.variadic:
+            c.error(every[0].loc, f"{every[0]} gives every copy of '{every[0].name}'; {op.name} takes a fixed number "
+                    "of inputs", "collect the copies in an op that takes a list, such as cat or stack")
+        elif every:
+            pass  # the count is known once repeats are unrolled
         elif refs is not None and slots is None and (n_refs < lo or (hi != -1 and n_refs > hi)):
             want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi != -1 else f"at least {lo}"
             c.error(self.e["from"].loc, f"{op.name} takes {want} input{'s' if hi != 1 else ''}, got {n_refs}",
@@ -338,7 +377,11 @@ class _NodeCheck:
             if default is None and p not in args:
                 self.c.error(self.raw.loc, f"block '{b.name}' needs param '{p}'", f"add {p}: ... to this node")
         n_refs = 1 if refs is None else len(refs)
-        if n_refs != len(b.inputs) and self.refs_ok:
+        every = [r for r in refs or () if r.every]
+        if every:
+            self.c.error(every[0].loc, f"{every[0]} gives every copy of '{every[0].name}'; a block takes one ref per "
+                         "input", "collect the copies with cat or stack first")
+        elif n_refs != len(b.inputs) and self.refs_ok:
             loc = self.e["from"].loc if "from" in self.e else self.raw.loc
             self.c.error(loc, f"block '{b.name}' takes {len(b.inputs)} input{'s' if len(b.inputs) != 1 else ''} "
                          f"({', '.join(b.inputs)}), got {n_refs}", "list one ref per block input in from:")
@@ -349,7 +392,7 @@ class _NodeCheck:
             self.c.error(self.arg_locs.get(k, self.raw.loc), f"unknown key '{k}' for a group",
                          did_you_mean(k, _GROUP_KEYS, "key") or "a group has name, from, repeat, names, when, "
                          "outputs and its nodes (seq: or layers:)")
-        if refs is not None and len(refs) > 1:
+        if refs is not None and (len(refs) > 1 or any(r.every for r in refs)):
             self.c.error(self.e["from"].loc, "a group reads one ref", "its nodes can read any earlier name themselves")
         if not node.is_seq or not node.value:
             self.c.error(node.loc, f"'{kind}' must be a non-empty list of nodes", f"{kind}: [{{op: Linear, out_features: 8}}]")
@@ -361,11 +404,16 @@ class _NodeCheck:
         return self.owner.body(node, kind == "seq", scope, self.e.get("outputs"))
 
 
-def _refs(items: list[Node], defined: list[str], later: set[str], what: str, c: Collector) -> list[Ref]:
-    """Parse refs and keep those that name something defined before them."""
+def _refs(items: list[Node], defined: list[str], later: set[str], what: str, c: Collector,
+          deferred: bool = False) -> list[Ref]:
+    """Parse refs and keep those that name something defined before them. With `deferred`, a ref
+    written as `${...}` is kept for `resolve` to evaluate per copy."""
     refs = []
     for item in items:
-        ref = parse_ref(item, c)
+        if deferred and isinstance(item.value, str) and "${" in item.value:
+            refs.append(Ref("", None, item.loc, expr=item))
+            continue
+        ref = parse_ref(item, c, defined)
         if ref is None:
             continue
         if ref.name not in defined:
@@ -380,24 +428,32 @@ def _refs(items: list[Node], defined: list[str], later: set[str], what: str, c: 
     return refs
 
 
-def parse_ref(item: Node, c: Collector) -> Ref | None:
+def parse_ref(item: Node, c: Collector, defined: list[str] = ()) -> Ref | None:
     m = REF.fullmatch(item.value) if isinstance(item.value, str) else None
     if not m:
-        hint = "a ref is a node or input name, or name.K for element K"
+        inner = _DOTTED.fullmatch(item.value) if isinstance(item.value, str) else None
+        if inner is not None and inner.group(1) in defined:  # `rotary_emb.cos`: a name inside a group
+            owner, name = inner.group(1), inner.group(2)
+            c.error(item.loc, f"ref '{item.value}' reads inside '{owner}': the nodes of a group or block cannot be "
+                    "read from outside it", f"list {name} in the outputs: of '{owner}' and write {owner} "
+                    f"(or {owner}.K when it has several outputs)")
+            return None
+        hint = "a ref is a node or input name, name.K for element K, or name.* for every copy of a repeat"
         if isinstance(item.value, str) and not item.value.isascii():
             hint = "names are ASCII; a look-alike letter (such as a Cyrillic 'х') may have slipped in"
         c.error(item.loc, f"invalid ref {item.plain()!r}", hint)
         return None
-    return Ref(m.group(1), None if m.group(2) is None else int(m.group(2)), item.loc)
-
-
+    every = m.group(2) == "*"
+    index = None if m.group(2) is None or every else int(m.group(2))
+    return Ref(m.group(1), index, item.loc, every=every)
 def output_refs(node: Node, defined: set[str], c: Collector) -> tuple[Ref, ...] | None:
     """`outputs: [a, b.1]`, or `outputs: {logits: lm_head}` to name them."""
     if node.is_map:
         refs = []
         for alias, item in node.value.items():
             if ident(Node(alias, node.key_locs[alias]), "output", c):
-                refs += [Ref(r.name, r.index, r.loc, alias) for r in _refs([item], sorted(defined), set(), "output ref", c)]
+                refs += [Ref(r.name, r.index, r.loc, alias, r.every)
+                         for r in _refs([item], sorted(defined), set(), "output ref", c)]
         items = list(node.value.values())
     else:
         items = node.value if node.is_seq else [node]

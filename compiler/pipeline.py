@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -10,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from .check import check
-from .errors import Loc, SpecError
+from .check import check_partial
+from .errors import Collector, Loc, SpecError
 from .overrides import apply_overrides
 from .source import Node, load_file, parse_text
 from .spec import Spec
@@ -68,7 +69,31 @@ def load(source: Any, params: Overrides = None) -> Spec:
     """
     tree = read_tree(source)
     apply_overrides(tree, params)
-    return check(tree)
+    spec, c = check_partial(tree)
+    if c.diagnostics:
+        c.diagnostics += _later_errors(spec, c.diagnostics)
+    c.raise_if_any()
+    return spec
+
+
+def _later_errors(spec: Spec, found: list) -> list:
+    """With check errors, what `resolve` finds in the nodes that checked well (a wrong argument type
+    beside a wrong argument name): every error of the spec in one run. Torch-free: shape() stays
+    unanswered here. A partial spec may break an assumption of resolve's; the check's errors are
+    the report then, so nothing it raises may hide them."""
+    from .errors import Collector
+    from .resolve import resolve
+    more = Collector()
+    try:
+        resolve(spec, more, shapes=False)
+    except Exception:  # noqa: BLE001 - best effort on a spec already known to be wrong
+        return []
+    seen = {(d.file, d.line, d.col) for d in found}
+    pnode = spec.tree.get("params")
+    declared = set(pnode.value) if pnode is not None and pnode.is_map else set()
+    failed = {f"unknown param '{p}'" for p in declared - set(spec.params)}  # reported by check already
+    return [d for d in more.diagnostics if (d.file, d.line, d.col) not in seen
+            and re.sub(r"^(in \w+\(\): )+", "", d.message).removesuffix(" in expression") not in failed]
 
 
 def compile_spec(spec: Spec, seed: int | None = None) -> Compiled:
@@ -83,7 +108,10 @@ def compile_spec(spec: Spec, seed: int | None = None) -> Compiled:
     from .resolve import resolve
     from .shapes import guard_size, infer_shapes
     from .summary import summarize
-    typed = infer_shapes(resolve(spec), spec.dims)
+    c = Collector()
+    graph = resolve(spec, c)  # resolve's and shape inference's errors, reported together
+    typed = infer_shapes(graph, spec.dims, c)
+    c.raise_if_any()
     guard_size(typed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed if seed is None else seed)

@@ -17,6 +17,7 @@ from .expr import evaluate
 from . import inits
 from .graph import Env, GNode, Graph, Item, Scope, Tie, Val
 from .layers import IDENT
+from .refs import _FAIL, Deferred, Reader
 from .ops import OpDef, lookup, problems
 from .source import Node
 from .spec import BlockDecl, Body, NodeDecl, Ref, Spec
@@ -43,14 +44,20 @@ class _Ctx:
         return str(self.counter[0] - 1)
 
 
-def resolve(spec: Spec) -> Graph:
-    """Inline blocks and groups and unroll repeats; collect every error of the pass."""
+def resolve(spec: Spec, collect: Collector | None = None, shapes: bool = True) -> Graph:
+    """Inline blocks and groups and unroll repeats; collect every error of the pass.
+
+    With `collect`, errors go there and the graph holds what resolved (a failed node and what reads
+    it are left out), so later passes can add theirs. `shapes=False` (the torch-free front end)
+    leaves `shape()` unanswered, silently.
+    """
     r = _Resolver(spec)
+    r.shapes_on = shapes
     inputs = [Val(n) for n in spec.inputs]
     root = Scope("top", None, "", spec.body.numbered, list(spec.inputs), inputs)
     env: Env = {name: Val(name) for name in spec.inputs}
     first = next(iter(spec.inputs), None)
-    ctx = _Ctx(spec.params, "", inputs, spec.body.numbered)
+    ctx = _Ctx(spec.scope, "", inputs, spec.body.numbered)
     env, last, last_name = r.body(spec.body, env, first, ctx, root)
     outputs: list[tuple[str, Val]] = []
     if not r.c.diagnostics:
@@ -59,9 +66,15 @@ def resolve(spec: Spec) -> Graph:
                 outputs.extend(_named(ref.alias or str(ref).replace(".", "_"), r.ref(ref, env, whole_ok=True), r))
         elif last_name is not None:
             outputs.extend(_named(last_name, last, r))
-    r.raise_if_any()
+    if collect is None or r.over_limit:  # past the node limit, no later pass is worth its time
+        r.raise_if_any()
+    else:
+        collect.diagnostics.extend(r.unique())
     root.outputs = [v for _, v in outputs]
-    return Graph(spec.name, dict(spec.inputs), r.nodes, outputs, root)
+    graph = Graph(spec.name, dict(spec.inputs), r.nodes, outputs, root)
+    if r.shapes is not None:  # shape inference need not run again what shape() ran
+        graph.shape_memo = r.shapes.run.memo
+    return graph
 
 
 def _named(name: str, v: Any, r: "_Resolver") -> list[tuple[str, Val]]:
@@ -80,22 +93,29 @@ def _named(name: str, v: Any, r: "_Resolver") -> list[tuple[str, Val]]:
     return [(name, v)]
 
 
-class _Resolver:
+class _Resolver(Reader):
     def __init__(self, spec: Spec):
+        super().__init__()
         self.spec = spec
         self.c = Collector()
         self.nodes: list[GNode] = []
         self.by_path: dict[str, GNode] = {}
         self.over_limit = False  # once the node limit is hit, expansion stops everywhere
-        self.absent: dict[str, Any] = {}  # absent nodes with no input to pass on, by name
+        self.chained = True  # the copy being made reads the previous copy (no per-copy from:)
 
-    def raise_if_any(self) -> None:
+    def unique(self) -> list:
         seen, unique = set(), []
         for d in self.c.diagnostics:  # a block instantiated N times reports its error once
             key = (d.file, d.line, d.col, d.message)
             if key not in seen:
                 seen.add(key)
                 unique.append(d)
+        if not unique and self.shapes is not None:  # shape() met a shape error: it is the report
+            unique = self.shapes.diagnostics()
+        return unique
+
+    def raise_if_any(self) -> None:
+        unique = self.unique()
         if unique:
             raise SpecError(unique)
 
@@ -111,75 +131,6 @@ class _Resolver:
         else:
             self.c.error(node.loc, message, hint)
 
-    def value(self, node: Node, scope: dict) -> Any:
-        try:
-            return evaluate(node, scope)
-        except SpecError as e:
-            self.c.extend(e)
-            return _FAIL
-
-    # --- refs -------------------------------------------------------------------------------
-
-    def ref(self, ref: Ref, env: Env, whole_ok: bool = False) -> Any:
-        v = env.get(ref.name)
-        if v is None:
-            if ref.name in self.absent:
-                self.c.error(ref.loc, f"'{ref.name}' is absent here ({self.absent[ref.name]}) and has no input to "
-                             "pass on", "give it a from:, or make the node that reads it conditional too")
-            return None  # otherwise already reported
-        if isinstance(v, list):
-            return self.pick(ref, v, whole_ok)
-        producer = self.by_path.get(v.node)
-        n = producer.n_outputs if producer is not None and v.index is None else 1
-        if ref.index is None:
-            if n != 1 and not whole_ok:
-                self.c.error(ref.loc, f"{producer.op.name} '{ref.name}' returns {n or 'several'} values; pick one",
-                             f"write {ref.name}.0 (the first) or {ref.name}.1")
-                return None
-            return v
-        if n == 1:
-            self.c.error(ref.loc, f"'{ref.name}' has one output; there is no {ref}", f"write {ref.name}")
-            return None
-        if n is not None and ref.index >= n:
-            self.c.error(ref.loc, f"{producer.op.name} '{ref.name}' returns {n} values; there is no {ref}",
-                         f"use {ref.name}.0 … {ref.name}.{n - 1}")
-            return None
-        return Val(v.node, ref.index)
-
-    def pick(self, ref: Ref, v: list, whole_ok: bool) -> Any:
-        if ref.index is None:
-            if whole_ok:
-                return v
-            self.c.error(ref.loc, f"'{ref.name}' has {len(v)} outputs; pick one",
-                         f"write {ref.name}.0 … {ref.name}.{len(v) - 1}")
-            return None
-        if ref.index >= len(v):
-            self.c.error(ref.loc, f"'{ref.name}' has {len(v)} outputs; there is no {ref}",
-                         f"use {ref.name}.0 … {ref.name}.{len(v) - 1}")
-            return None
-        return v[ref.index]
-
-    def inputs_of(self, decl: NodeDecl, env: Env, prev: str | None) -> tuple[list, list] | None:
-        """The node's input values by slot, and where each ref was written; None if one failed."""
-        op = lookup(decl.op) if decl.op else None
-        if decl.refs is None:
-            if op is not None and op.required == 0 or prev is None:  # all inputs optional: none unless named
-                return [], []
-            refs: tuple[Ref, ...] = (Ref(prev, None, decl.loc),)
-        else:
-            refs = decl.refs
-        vals = [self.ref(r, env) for r in refs]
-        if any(v is None for v in vals):
-            return None
-        if decl.slots is None:
-            return vals, [r.loc for r in refs]
-        assert op is not None
-        by_slot = dict(zip(decl.slots, zip(vals, refs)))
-        last = max(op.slots.index(s) for s in decl.slots) + 1
-        slots = op.slots[:last]
-        return [by_slot[s][0] if s in by_slot else None for s in slots], \
-            [by_slot[s][1].loc if s in by_slot else None for s in slots]
-
     # --- bodies -----------------------------------------------------------------------------
 
     def body(self, body: Body, env: Env, prev: str | None, ctx: _Ctx, into: Scope) -> tuple[Env, Any, str | None]:
@@ -193,39 +144,53 @@ class _Resolver:
         if body.outputs:
             outs = [self.ref(r, env) for r in body.outputs]
             return env, (None if any(o is None for o in outs) else outs[0] if len(outs) == 1 else outs), prev
+        if prev is not None and env.get(prev) is None:
+            self.unclear(prev)  # the body's output is an absent node that did not say what it passes
         return env, (env.get(prev) if prev is not None else None), prev
 
     def node(self, decl: NodeDecl, vals: list, locs: list, ctx: _Ctx, into: Scope) -> Any:
-        present = self.present(decl, ctx.params)
-        count = self.repeat(decl, ctx.params)
-        trainable = self.flag(decl.trainable, "trainable", ctx.params)
+        scope = self.shape_scope(ctx.params, ctx.env)
+        present = self.present(decl, scope)
+        count = self.repeat(decl, scope)
+        trainable = self.flag(decl.trainable, "trainable", scope)
         if present is None or count is _FAIL or trainable is None:
             return None
-        given = [v for v in vals if v is not None]
-        if not present or count == 0:  # absent: an op passes its first input on, a block all of them
-            if not given:
-                self.absent[decl.name] = "repeat: 0" if count == 0 else "when: false"
-                return None
-            return given[0] if len(given) == 1 or decl.block is None else given
+        if not present or count == 0:  # absent: it gives its one input, or what pass: names
+            if count is not None:
+                ctx.env[f"{decl.name}.*"] = []
+            return self.passes(decl, [v for v in vals if v is not None], ctx.env, count)
         kind = "op" if decl.op else "block" if decl.block else "group"
-        item = Item(decl.name, kind, count or 0, list(vals))
+        per_copy = any(isinstance(v, Deferred) for v in vals)  # copies read their own inputs: no chain
+        item = Item(decl.name, kind, count or 0, [])
         cur: Any = list(vals)
+        outs = []
         for k in range(count if count is not None else 1):
             key = self.key(decl, k, count, ctx)
             if key is None or self.over_limit:
                 return None
-            local = dict(ctx.params, i=k) if count is not None else ctx.params
+            local = dict(scope, i=k) if count is not None else scope
+            if per_copy:
+                cur = self.per_copy(vals, local, ctx.env)
+                if cur is None:
+                    return None
+            if k == 0:
+                item.inputs = list(cur)
             sub = _Ctx(local, ctx.prefix, ctx.scope_inputs, ctx.numbered, ctx.counter, ctx.env,
                        ctx.frozen or not trainable)
             path = ctx.prefix + key
+            self.chained = not per_copy  # read by the copy's checks below, before any nested node resets it
             out = self.op_copy(decl, cur, locs, sub, path, item) if kind == "op" else \
                 self.block_copy(decl, cur, sub, path, item) if kind == "block" else self.group_copy(decl, cur, sub, path, item)
             if out is None:
                 return None
             item.keys.append(key)
-            cur = out if isinstance(out, list) else [out]
-            locs = [decl.loc] * len(cur)
-        item.output = cur[0] if len(cur) == 1 else cur
+            outs.append(out)
+            if not per_copy:
+                cur = out if isinstance(out, list) else [out]
+                locs = [decl.loc] * len(cur)
+        if count is not None:
+            ctx.env[f"{decl.name}.*"] = outs
+        item.output = outs[-1]
         into.items.append(item)
         return item.output
 
@@ -263,7 +228,7 @@ class _Resolver:
 
     def key(self, decl: NodeDecl, k: int, count: int | None, ctx: _Ctx) -> str | None:
         """The copy's attribute name: its number in a seq, its name, `name.k`, or `name.<template>`."""
-        owns = decl.op is None or (lookup(decl.op) or _NO_OP).kind != "function"
+        owns = decl.numbered or decl.op is None or (lookup(decl.op) or _NO_OP).kind != "function"
         if decl.names is not None:
             template = self.value(decl.names, dict(ctx.params, i=k))
             if not isinstance(template, str) or "{i}" not in template:
@@ -318,7 +283,7 @@ class _Resolver:
             return None
         if op.specialize is not None:
             op = op.specialize(args)
-        if item.repeat and (op.n_outputs(args) != 1 or len([v for v in vals if v is not None]) > 1):
+        if item.repeat and self.chained and (op.n_outputs(args) != 1 or len([v for v in vals if v is not None]) > 1):
             self.c.error(decl.repeat.loc, f"repeat needs a node with one input and one output; {op.name} has "  # type: ignore[union-attr]
                          f"{len(vals)} and {op.n_outputs(args) or 'several'}", "repeat a block whose outputs feed its inputs")
             return None
@@ -382,18 +347,19 @@ class _Resolver:
     # --- blocks and groups ----------------------------------------------------------------------
 
     def block_copy(self, decl: NodeDecl, cur: list, ctx: _Ctx, path: str, item: Item) -> Any:
-        block = self.spec.blocks[decl.block]  # type: ignore[index]
-        bscope = self.block_scope(block, decl, ctx.params)
+        block = self.spec.blocks.get(decl.block)  # type: ignore[arg-type]
+        benv = dict(zip(block.inputs, cur)) if block is not None else {}
+        bscope = self.block_scope(block, decl, ctx.params, benv) if block is not None else None
         if bscope is None:
             return None
-        if item.repeat and len(block.outputs or (None,)) != len(block.inputs):
+        if item.repeat and self.chained and len(block.outputs or (None,)) != len(block.inputs):
             self.c.error(decl.repeat.loc, f"repeat needs block '{block.name}' to have as many outputs as inputs "  # type: ignore[union-attr]
                          f"({len(block.outputs or (None,))} and {len(block.inputs)})",
                          "copy i feeds copy i+1, so outputs must match inputs")
             return None
         sub = Scope("block", block.name, path, block.body.numbered, list(block.inputs), list(cur))
         inner = _Ctx(bscope, path + ".", list(cur), block.body.numbered, frozen=ctx.frozen)
-        env, out, _ = self.body(block.body, dict(zip(block.inputs, cur)), block.inputs[0], inner, sub)
+        env, out, _ = self.body(block.body, benv, block.inputs[0], inner, sub)
         return self.close(sub, out, item)
 
     def group_copy(self, decl: NodeDecl, cur: list, ctx: _Ctx, path: str, item: Item) -> Any:
@@ -415,15 +381,16 @@ class _Resolver:
         item.scopes.append(sub)
         return out
 
-    def block_scope(self, block: BlockDecl, decl: NodeDecl, scope: dict) -> dict | None:
-        """Global params, overlaid by the block's params: given at the call, else their defaults."""
-        bscope = dict(self.spec.params)
+    def block_scope(self, block: BlockDecl, decl: NodeDecl, scope: dict, benv: Env) -> dict | None:
+        """Global params, overlaid by the block's params: given at the call, else their defaults (which
+        may read the block's inputs with shape())."""
+        bscope = dict(self.spec.scope)
         ok = True
         for name, default in block.params.items():
             if name in decl.args:
                 value = self.value(decl.args[name], scope)
             elif default is not None:
-                value = self.value(default, bscope)
+                value = self.value(default, self.shape_scope(bscope, benv))
             else:
                 continue
             if value is _FAIL:
@@ -433,7 +400,6 @@ class _Resolver:
         return bscope if ok else None
 
 
-_FAIL = object()
 _NO_OP = OpDef("", "function", "", {})
 
 

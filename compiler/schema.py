@@ -28,12 +28,15 @@ _NODE_KEYS = {
     "seq": {"$ref": "#/$defs/layers"},
     "layers": {"$ref": "#/$defs/layers"},
     "outputs": {"$ref": "#/$defs/refs"},
+    "pass": {"$ref": "#/$defs/refs"},
+    "numbered": {"type": "boolean"},
 }
 
 
 def spec_schema() -> dict[str, Any]:
     ops = registry()
-    ref = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[0-9]+)?$"}
+    # name, name.K, name.* (a repeat's copies), or a ${...} expression evaluated per copy
+    ref = {"type": "string", "pattern": r"^([A-Za-z_][A-Za-z0-9_]*(\.([0-9]+|\*))?|.*\$\{.*\}.*)$"}
     refs = {"anyOf": [ref, {"type": "array", "items": ref, "minItems": 1},
                       {"type": "object", "additionalProperties": ref}]}
     base = {"op": {"enum": sorted(ops)}, "block": {"type": "string"},
@@ -54,7 +57,7 @@ def spec_schema() -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
-        "title": "specc model spec, version 1.1",
+        "title": "specc model spec, version 1.2",
         "type": "object",
         "required": ["specc", "name", "inputs"],
         "oneOf": [{"required": ["layers"]}, {"required": ["seq"]}],
@@ -66,6 +69,7 @@ def spec_schema() -> dict[str, Any]:
             "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_-]*$"},
             "description": {"type": "string"},
             "params": {"type": "object"},
+            "functions": {"type": "object", "additionalProperties": {"type": "string"}},
             "inputs": {"type": "object", "minProperties": 1, "additionalProperties": {"anyOf": [shape, {
                 "type": "object", "required": ["shape"], "additionalProperties": False,
                 "properties": {"shape": shape, "dtype": {"enum": list(DTYPES)},

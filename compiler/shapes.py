@@ -109,12 +109,40 @@ class ShapeError(Exception):
         self.only_b = False  # the failure showed in run B only: its sizes cannot be paired
 
 
-def infer_shapes(graph: Graph, dims: Mapping[str, DimDecl] | None = None) -> TypedGraph:
-    """Run every node on meta tensors; raise one `SpecError` listing every shape error found."""
+class IncrementalShapes:
+    """Shape inference that follows `resolve` as it appends graph nodes, so that `shape(x)` in an
+    expression can read the sizes of a node made a moment before. `nodes` and `index` are the
+    resolver's own (growing) list and path index."""
+
+    def __init__(self, inputs: Mapping[str, Any], nodes: list[GNode], index: dict[str, GNode],
+                 dims: Mapping[str, DimDecl]):
+        graph = Graph("partial", dict(inputs), nodes, [])
+        graph._index = index
+        symbols = list(dict.fromkeys(d for i in inputs.values() for d in i.shape if isinstance(d, str)))
+        self.run = _Pass(graph, Sampler(symbols, dict(dims)))
+        self.run.inputs()
+        self.done = 0
+
+    def shape(self, v: Val) -> Any:
+        """The shape of `v` (dims: ints and symbolic strings), or None if inference failed on the way."""
+        nodes = self.run.graph.nodes
+        while self.done < len(nodes):
+            self.run.one(nodes[self.done])
+            self.done += 1
+        return value_shape(self.run.info, v) if v.node in self.run.info else None
+
+    def diagnostics(self) -> list:
+        return list(self.run.c.diagnostics)
+
+
+def infer_shapes(graph: Graph, dims: Mapping[str, DimDecl] | None = None, collect: Collector | None = None) -> TypedGraph:
+    """Run every node on meta tensors; raise one `SpecError` listing every shape error found (or,
+    with `collect`, add them there and return what was inferred)."""
     symbols = list(dict.fromkeys(d for i in graph.inputs.values() for d in i.shape if isinstance(d, str)))
     dims = dict(dims or {})
     sampler = Sampler(symbols, dims)
     run = _Pass(graph, sampler)
+    run.memo = graph.shape_memo  # same samples as the pass that answered shape() while resolving
     info = run.all()
     if run.c.diagnostics:
         if run.only_b:  # sizes of a failure seen in one run only: take them from runs B and C
@@ -124,7 +152,10 @@ def infer_shapes(graph: Graph, dims: Mapping[str, DimDecl] | None = None) -> Typ
             run.c.diagnostics = [better.get((d.line, d.col), d) if i in run.only_b else d
                                  for i, d in enumerate(run.c.diagnostics)]
         _divisibility_hint(graph, symbols, dims, run)
-        run.c.raise_if_any()
+        if collect is not None:
+            collect.diagnostics.extend(run.c.diagnostics)
+        else:
+            run.c.raise_if_any()
     return TypedGraph(graph, info, symbols, {s: dims.get(s, DimDecl(s)) for s in symbols})
 
 
@@ -144,6 +175,12 @@ class _Pass:
         self.only_b: set[int] = set()  # indexes of diagnostics whose failure showed in run B only
 
     def all(self) -> dict[str, NodeInfo]:
+        self.inputs()
+        for node in self.graph.nodes:
+            self.one(node)
+        return self.info
+
+    def inputs(self) -> None:
         for name, inp in self.graph.inputs.items():
             dtype = DTYPES[inp.dtype]
             try:
@@ -154,15 +191,15 @@ class _Pass:
                 self.c.error(inp.loc, f"input '{name}' cannot be created: {first_line(e)}", "use smaller dims")
                 continue
             self.info[name] = NodeInfo(tuple(inp.shape))
-        for node in self.graph.nodes:
-            try:
-                self.runner.run(node)
-            except ShapeError as e:
-                if e.only_b:
-                    self.only_b.add(len(self.c.diagnostics))
-                self.c.error(e.loc or node.loc, e.message, e.hint)
-                self.failed_at = self.failed_at or node
-        return self.info
+
+    def one(self, node: GNode) -> None:
+        try:
+            self.runner.run(node)
+        except ShapeError as e:
+            if e.only_b:
+                self.only_b.add(len(self.c.diagnostics))
+            self.c.error(e.loc or node.loc, e.message, e.hint)
+            self.failed_at = self.failed_at or node
 
     def get(self, env: dict, v: Val | None, node: GNode, slot: int) -> Any:
         if v is None:

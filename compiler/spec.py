@@ -21,24 +21,33 @@ if TYPE_CHECKING:
     from .train_section import TrainConfig
 
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
-TOP_KEYS = ("specc", "name", "description", "params", "inputs", "dims", "blocks", "layers", "seq", "outputs", "train",
-            "export")
-NODE_KEYS = ("op", "block", "name", "from", "repeat", "names", "when", "tie", "seq", "layers", "outputs", "trainable")
+TOP_KEYS = ("specc", "name", "description", "params", "functions", "inputs", "dims", "blocks", "layers", "seq", "outputs",
+            "train", "export")
+NODE_KEYS = ("op", "block", "name", "from", "repeat", "names", "when", "pass", "numbered", "tie", "seq", "layers",
+             "outputs", "trainable")
 BLOCK_KEYS = ("params", "inputs", "layers", "seq", "outputs", "description")
 DIM_KEYS = ("divisible_by", "min", "max")
 
 
 @dataclass(frozen=True)
 class Ref:
-    """`name` or `name.K` (element K of a tuple output)."""
+    """`name`, `name.K` (element K of a tuple output) or `name.*` (every copy of a repeat, in order).
+
+    A ref written as `${...}` is evaluated per copy of a repeated node (`expr` holds it; `name` is
+    empty until then): `from: "${['p3', 'p4', 'p5'][i]}"`.
+    """
 
     name: str
     index: int | None
     loc: Loc
     alias: str | None = None  # `outputs: {logits: lm_head}`: the output's name
+    every: bool = False  # `name.*`
+    expr: Node | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
-        return self.name if self.index is None else f"{self.name}.{self.index}"
+        if self.expr is not None:
+            return str(self.expr.value)
+        return f"{self.name}.*" if self.every else self.name if self.index is None else f"{self.name}.{self.index}"
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,8 @@ class NodeDecl:
     loc: Loc
     inits: Node | None = None  # a module node's `init: {weight: ..., bias: ...}`
     trainable: Node | None = None  # `trainable: false` freezes the parameters of the node and all below it
+    passes: tuple[Ref, ...] | None = None  # `pass: cv2`: what the node gives when it is absent
+    numbered: bool = False  # `numbered: true`: a function op that takes its number in a seq body
 
     @property
     def what(self) -> str:
@@ -144,6 +155,12 @@ class Spec(_WithBody):
     export: "ExportConfig"
     tree: Node = field(repr=False)  # the located tree with overrides applied
     param_locs: dict[str, Loc] = field(default_factory=dict, repr=False)  # where each param's value was written
+    functions: dict[str, Any] = field(default_factory=dict, repr=False)  # `functions:`, by name (expr.Function)
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        """What expressions in the spec's nodes read: its params and its functions."""
+        return {**self.functions, **self.params}
 
     @property
     def seed(self) -> int:

@@ -8,11 +8,12 @@ and the verdict. Deployment variants (int8, fp16, optimized graphs) get metric c
 """
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -154,12 +155,24 @@ def compare(names: list[str], ref: list[torch.Tensor], got: list[torch.Tensor], 
     return Comparison(max_abs, max_rel, bad / total if total else 0.0, worst, nan, inf, bad == 0)
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """The eager reference on one thread. The sweep's sizes are small, and on a busy machine torch's
+    OpenMP barriers stall: YOLOv8n's 8-size sweep took 11 s on two threads, 0.5 s on one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def run_checks(job: Any, runners: Mapping[str, Runner], grid: list[dict[str, int]]) -> list[Check]:
     """Every runner against the job's eager module at every size of the grid."""
     cfg, names = job.config, list(job.inputs)
     checks = []
     job.module.train(False)  # eval mode
-    with torch.no_grad():
+    with torch.no_grad(), _one_thread():
         for sizes in grid:
             xs = make_inputs(job.inputs, sizes, cfg.seed)
             shapes = {n: list(x.shape) for n, x in zip(names, xs)}

@@ -15,6 +15,7 @@ ZOO_SMALL = {
     "vit": {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64,
             "num_classes": 10},
     "gpt": {"vocab_size": 97, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
+    "yolov8": {"scale": "n", "nc": 3},
 }
 SPEC_CASES = [(p, None) for p in SPECS] + [(p, ZOO_SMALL[p.stem]) for p in ZOO]  # (path, params)
 sys.path.insert(0, str(ROOT / "tests"))
@@ -70,3 +71,14 @@ def pytest_configure(config):
         import torch
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     config.addinivalue_line("markers", "slow: long end-to-end tests (kills, torchrun, full training); part of make test")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models run fastest on one thread, and other load on a shared machine cannot stall OpenMP's
+    barriers (use with pytestmark = pytest.mark.usefixtures("one_thread"))."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

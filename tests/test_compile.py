@@ -190,4 +190,6 @@ def test_errors_of_a_pass_come_together():
               - {op: Linear, bais: true, out_features: 2}
         """))
     messages = [d.message for d in info.value.diagnostics]
-    assert messages == ["unknown top-level key 'inputz'", "unknown op 'Lineer'", "unknown argument 'bais' for Linear"]
+    # the checking pass's errors, then resolve's (a value of the wrong type) from the same run
+    assert messages == ["unknown top-level key 'inputz'", "unknown op 'Lineer'", "unknown argument 'bais' for Linear",
+                        "argument 'inplace' of ReLU must be bool, got an integer 3"]

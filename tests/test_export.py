@@ -42,7 +42,7 @@ def _line(path: Path, text: str) -> int:
 
 # --- every spec ----------------------------------------------------------------------------------
 
-SLOW_CASES = {"zoo-mobilenet_v2"}  # ~20 s of exports on two cores
+SLOW_CASES = {"zoo-mobilenet_v2", "zoo-yolov8"}  # ~20 s and more of exports on two cores
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if case_id(c) in SLOW_CASES else c

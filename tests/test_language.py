@@ -134,7 +134,7 @@ layers:
   - {name: fc, op: Linear, from: x, out_features: 8}
   - {name: norm, op: LayerNorm, when: $use_norm}
   - {name: more, op: Linear, out_features: 8, repeat: $extra}
-  - {name: swapped, block: pair, from: [more, y], when: $swap}
+  - {name: swapped, block: pair, from: [more, y], when: $swap, pass: [more, y]}   # absent: pass: names what goes on
   - {name: mixed, op: sub, from: [swapped.0, swapped.1]}
   - name: head
     when: "${head and not swap}"

@@ -7,9 +7,15 @@ import specc
 from conftest import ROOT, SPEC_CASES, case_id
 
 
-def _sizes(shape: str, size: int) -> list[int]:
-    """'(batch, 16, 64)' with every symbolic dim at `size`."""
-    return [int(d) if d.strip().isdigit() else size for d in shape.strip("()").split(",") if d.strip()]
+def _sizes(shape: str, sizes: dict[str, int]) -> list[int | None]:
+    """'(batch, 16, 64)' with every symbolic dim at its size; None for a derived one ('height/8')."""
+    dims = [d.strip() for d in shape.strip("()").split(",") if d.strip()]
+    return [int(d) if d.isdigit() else sizes.get(d) for d in dims]
+
+
+def _size(decl) -> int:
+    """The smallest size from 3 that the dim's constraints allow (yolov8's height: a multiple of 32)."""
+    return next(n for n in range(3, 10_000) if decl.allows(n))
 
 
 @pytest.mark.parametrize("case", SPEC_CASES, ids=case_id)
@@ -18,8 +24,9 @@ def test_every_spec_builds_and_runs_with_the_shapes_it_reports(case):
     compiled = specc.api.compiled(path, params)
     compiled.module.graph.lint()
     inputs = []
+    sizes = {name: _size(decl) for name, decl in compiled.spec.dims.items()}
     for inp in compiled.spec.inputs.values():
-        shape = [3 if isinstance(d, str) else d for d in inp.shape]
+        shape = [sizes[d] if isinstance(d, str) else d for d in inp.shape]
         lo, hi = inp.range or (0, 3)
         inputs.append(torch.randint(int(lo), int(min(hi, lo + 3)), shape) if inp.dtype.startswith("int")
                       else torch.randn(*shape))
@@ -27,7 +34,8 @@ def test_every_spec_builds_and_runs_with_the_shapes_it_reports(case):
         out = compiled.module.eval()(*inputs)
     outs = out if isinstance(out, tuple) else (out,)
     expected = list(compiled.summary["outputs"].values())
-    assert [list(o.shape) for o in outs] == [_sizes(s, 3) for s in expected]
+    want = [_sizes(s, sizes) for s in expected]
+    assert [[d if w is not None else None for d, w in zip(o.shape, ws)] for o, ws in zip(outs, want)] == want
     assert all(torch.isfinite(o).all() for o in outs)
 
 

@@ -16,6 +16,7 @@ import specc
 from conftest import ZOO, ZOO_SMALL, invoke
 from refs import nanogpt
 from refs import torchvision_models as tv
+from refs import ultralytics_models
 
 needs_tv = pytest.mark.skipif(not tv.available(), reason="torchvision (test-only dependency) not installed")
 SPEC = {p.stem: p for p in ZOO}
@@ -51,6 +52,8 @@ def reference(stem, params):
         return tv.vit(**{**VIT_DEFAULTS, **p})
     if stem == "gpt":
         return nanogpt.GPT(nanogpt.GPTConfig(**{**GPT_DEFAULTS, **p}))
+    if stem == "yolov8":
+        return ultralytics_models.detection_model(p.get("scale", "n"), p.get("nc", 80))
     raise AssertionError(stem)
 
 
@@ -62,6 +65,8 @@ def example(stem, params, batch=2):
     if stem == "vit":
         size = params.get("image_size", 224)
         return torch.randn(batch, 3, size, size, generator=g)
+    if stem == "yolov8":
+        return torch.randn(batch, 3, 64, 96, generator=g)  # sizes divisible by 32
     return torch.randn(batch, 3, 40, 48, generator=g)  # odd sizes after the strides: 20, 10, 5, 3, 2
 
 
@@ -255,6 +260,7 @@ VARIANTS = {  # a second setting of each spec, to diff the ZOO_SMALL run against
     "mobilenet_v2": {"width_mult": 0.5, "num_classes": 10},
     "vit": {**ZOO_SMALL["vit"], "num_layers": 3, "image_size": 48},
     "gpt": {**ZOO_SMALL["gpt"], "n_layer": 3, "block_size": 64},
+    "yolov8": {"scale": "n", "nc": 5},
 }
 
 

@@ -24,7 +24,10 @@ TOKENS = ["[", "]", "{", "}", ":", ",", "- ", "$", "${", "}", "$dim", "${dim * 0
           "when: false", "when: ${i == 0}", "repeat: 0", "names: l_{i}", "seq:", "layers:", "tie: {weight: x.weight}",
           "${i}", "${layers[9]}", "${[1, 2][0]}", "${1 if i else 2}", "${not 0}", "op: Parameter", "op: split",
           "op: arange", "op: expand", "init: {normal: -1}", "shape: [0]", "is_causal: true", "dims:",
-          "{divisible_by: 0}", "from: {query: x}", "outputs: {y: x}", "split_size: 0", "op: einsum"]
+          "{divisible_by: 0}", "from: {query: x}", "outputs: {y: x}", "split_size: 0", "op: einsum",
+          # v1.2
+          ".*", "m.*", "pass: x", "pass: [x, y]", "numbered: true", "${shape(x)[1]}", "${shape(x)[0]}", "shape(",
+          "functions:", '"f(a)": "${a * 2}"', "${f(1)}", "${f(f(1))}", 'from: "${[\'x\'][i]}"', "${scales[scale]}"]
 VALUES = ["0", "-1", "1", "3", "1000000", "1e-5", "'x'", "null", "[]", "{}", "[1, 2]", "true", "$nope", "batch",
           "${dim*2}", "9999999999999999999999"]
 
@@ -47,7 +50,7 @@ def corpus() -> list[str]:
 
 
 _ZOO_SMALL = {"resnet": "layers: [1, 1, 1, 1]", "mobilenet_v2": "width_mult: 0.35", "gpt": "n_layer: 2",
-              "vit": "num_layers: 2"}
+              "vit": "num_layers: 2", "yolov8": "nc: 3"}
 
 
 def _small(path: Path) -> str:
@@ -57,7 +60,7 @@ def _small(path: Path) -> str:
         .replace("block_size: 1024", "block_size: 32").replace("image_size: 224", "image_size: 32") \
         .replace("hidden_dim: 768", "hidden_dim: 32").replace("mlp_dim: 3072", "mlp_dim: 64") \
         .replace("patch_size: 16", "patch_size: 8").replace("num_heads: 12", "num_heads: 2") \
-        .replace("n_head: 12", "n_head: 2")
+        .replace("n_head: 12", "n_head: 2").replace("n: [0.33, 0.25, 1024]", "n: [0.33, 0.0625, 64]")
     key, _, value = _ZOO_SMALL[path.stem].partition(": ")
     lines = [f"  {key}: {value}" if line.startswith(f"  {key}:") else line for line in text.splitlines()]
     return "\n".join(lines) + "\n"
