@@ -141,19 +141,21 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Start a trained run over.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder for a spec (default: runs/<name>).")] = None,
     nproc: Annotated[int, typer.Option("--nproc", help="DDP processes on this machine, through torchrun.")] = 1,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="ddp (replicas) or fsdp (shards) across --nproc processes (default: train.strategy).")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the training step (default: train.compile).")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to RUN/tensorboard.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train a spec with the shared loop: checkpoints, exact --resume, DDP with --nproc."""
+    """Train a spec with the shared loop: checkpoints, exact --resume, DDP or FSDP with --nproc."""
 
     def run() -> int:
         from . import api
-        from .training.distributed import check_nproc
+        from .training.distributed import check_nproc, check_strategy
         check_nproc(nproc)
+        check_strategy(strategy)
         result = api.train(target, set_, epochs=epochs, device=device, resume=resume, force=force, nproc=nproc,
-                           tensorboard=tensorboard, compile=compile_, out=out, quiet=quiet)
-        if result.history and not quiet:
+                           tensorboard=tensorboard, compile=compile_, out=out, quiet=quiet, strategy=strategy)
+        if result.history and result.speaks and not quiet:  # one line, from one process
             print(f"trained {result.run_dir} for {result.epochs} epochs: " +
                   ", ".join(f"{k} {v:.4g}" for k, v in result.final.items()
                             if isinstance(v, float) and k not in ("seconds", "samples_per_s", "lr")))
