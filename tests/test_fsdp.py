@@ -102,7 +102,7 @@ def test_fsdp_leaves_a_whole_model_and_sharded_checkpoints(straight):
     assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["epoch-000001.dcp", "epoch-000002.dcp"]
     assert {"__0_0.distcp", "__1_0.distcp", ".metadata", "extra.safetensors"} <= {
         p.name for p in (straight / "checkpoints/epoch-000002.dcp").iterdir()}
-    model = specc.compiled_run(straight).module  # what predict and export load
+    model = specc.api.compiled_run(straight).module  # what predict and export load
     assert torch.equal(model.state_dict()["head.weight"], whole["head.weight"])
 
 
@@ -130,3 +130,21 @@ def test_fsdp_learns_as_ddp_does(straight, in_tmp):
     for x, y in zip(_rows(straight), _rows(in_tmp / "ddp"), strict=True):  # the same seeds, data and masks
         for k in ("loss", "val_loss", "val_accuracy"):
             assert abs(float(x[k]) - float(y[k])) < 1e-4, (k, x, y)
+
+
+def test_checkpoint_metadata_that_would_run_code_is_refused(in_tmp):
+    import os
+    import pickle
+
+    from specc.training import sharding
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > pwned.txt",))
+
+    folder = in_tmp / "epoch-000001.dcp"
+    folder.mkdir()
+    (folder / ".metadata").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        sharding._reader(str(folder)).read_metadata()
+    assert not (in_tmp / "pwned.txt").exists()

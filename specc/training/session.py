@@ -60,6 +60,7 @@ class Options:
     out: Path | None = None
     quiet: bool = False
     strategy: str | None = None  # ddp | fsdp (default: train.strategy)
+    on_epoch: Any = None  # called with each epoch's metrics row (rank 0), e.g. a sweep's report; may raise to stop
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -261,7 +262,7 @@ class _Session:
         progress = make_progress(total, self.opts.progress and not self.opts.quiet) if rank0 else None
         log = MetricsLog(self.run_dir / "metrics.csv")
         loop.progress = progress
-        loop.on_epoch = lambda row: _logged(row, log, progress, writer)
+        loop.on_epoch = lambda row: _logged(row, log, progress, writer, self.opts.on_epoch)
         if rank0:
             atomic_write_text(self.run_dir / "normalization.json", stats_json(data.stats))
         ok = False
@@ -308,7 +309,7 @@ class _Session:
         atomic_write_json(self.run_dir / runs.SUMMARY, summary)
 
 
-def _logged(row: dict[str, Any], log: MetricsLog, progress: Any, writer: Any) -> None:
+def _logged(row: dict[str, Any], log: MetricsLog, progress: Any, writer: Any, report: Any = None) -> None:
     log.append(row)
     if progress is not None:
         progress.end_epoch(row)
@@ -317,6 +318,8 @@ def _logged(row: dict[str, Any], log: MetricsLog, progress: Any, writer: Any) ->
             if isinstance(v, (int, float)) and k != "epoch":
                 writer.add_scalar(k, v, row["epoch"])
         writer.flush()
+    if report is not None:
+        report(row)
 
 
 def _to_device(data: Data, device: torch.device) -> None:

@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch import fx
 
-from compiler.errors import SpecError, did_you_mean, file_loc
+from compiler.errors import SpecError, did_you_mean, file_loc, first_line
 from compiler.train_section import TrainConfig
 
 from .. import weights
@@ -92,7 +92,8 @@ class Sharder:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
         model_sd, optim_sd = get_state_dict(p.module, p.optimizer)
-        dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=str(tmp))
+        with _one_process_is_meant():
+            dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=str(tmp))
         state = {k: v for k, v in loop.state(meter).items() if k not in ("model", "optimizer")}
         state["rng_ranks"] = self._rng_states()
         if self.rank == 0:
@@ -135,6 +136,15 @@ class _Synced(nn.Module):
             self.module.set_requires_gradient_sync(True)
 
 
+@contextlib.contextmanager
+def _one_process_is_meant() -> Any:
+    """DCP warns that it assumes one process when no group is set up: here that is the intent."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def _publish(tmp: Path, final: Path) -> None:
     """Make a complete checkpoint folder visible under its name: its files and the folder synced first."""
     for f in tmp.iterdir():
@@ -161,7 +171,13 @@ def restore(parts: Any, state: dict[str, Any], rank: int) -> None:
     if "sharded" in state:
         import torch.distributed.checkpoint as dcp
         model_sd, optim_sd = get_state_dict(parts.module, parts.optimizer)  # creates the optimizer's moments
-        dcp.load({"model": model_sd, "optimizer": optim_sd}, storage_reader=_reader(state["sharded"]))
+        try:
+            with _one_process_is_meant():
+                dcp.load({"model": model_sd, "optimizer": optim_sd}, storage_reader=_reader(state["sharded"]))
+        except (dcp.api.CheckpointException, OSError, RuntimeError, ValueError) as e:
+            raise SpecError.at(file_loc(state["sharded"]), f"not a readable sharded checkpoint: {first_line(e, 200)}",
+                               "the folder is damaged or was not written by specc; delete it to resume from "
+                               "the one before") from None
         set_state_dict(parts.module, parts.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
         ranks = state.get("rng_ranks") or []
         if ranks:  # on another world size the ranks beyond the saved ones reuse theirs, modulo
@@ -187,8 +203,8 @@ def _reader(folder: str) -> Any:
     class Unpickler(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
             obj = super().find_class(module, name)
-            allowed = (module.startswith("torch.distributed.checkpoint") and
-                       (isinstance(obj, type) or name == "_get_layout")) or \
+            allowed = (module.startswith("torch.distributed.checkpoint") and isinstance(obj, type)) or \
+                (module == "torch.serialization" and name == "_get_layout") or \
                 (module == "torch" and (obj is torch.Size or isinstance(obj, torch.dtype))) or \
                 (module == "pathlib" and name in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath")) or \
                 (module == "collections" and name == "OrderedDict")
@@ -198,7 +214,8 @@ def _reader(folder: str) -> Any:
 
     class Reader(FileSystemReader):
         def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
-            with open(Path(self.path) / ".metadata", "rb") as f:
+            rank = kwargs.get("rank")
+            with open(Path(self.path) / (".metadata" if rank is None else f"__{rank}.metadata"), "rb") as f:
                 metadata = Unpickler(f).load()
             if getattr(metadata, "storage_meta", None) is None:
                 metadata.storage_meta = StorageMeta()
