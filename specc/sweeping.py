@@ -10,6 +10,7 @@ DIR/trials.csv, DIR/best.yaml, DIR/history.png, DIR/importance.png and DIR/trial
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -24,39 +25,52 @@ BACKENDS = ("optuna", "ray")
 IDENTITY = "sweep.json"  # what the folder's sweep searches: a rerun must search the same
 
 
-def sweep(spec: Any, search: Iterable[str], trials: int = 20, *, metric: str = "val_loss", mode: str = "min",
-          out: Any = None, parallel: int = 1, backend: str = "optuna", address: str | None = None,
-          params: Iterable[str] = (), epochs: int | None = None) -> SweepResult:
+@dataclass(frozen=True)
+class Options:
+    """How a sweep runs, besides its spec, search and trial count (the CLI's flags)."""
+
+    metric: str = "val_loss"  # a metrics.csv column, at the last epoch
+    mode: str = "min"
+    out: Any = None  # the sweep folder (default: sweeps/<name>)
+    parallel: int = 1  # trials at once
+    backend: str = "optuna"
+    address: str | None = None  # a Ray cluster
+    params: tuple[str, ...] = ()  # --set overrides every trial shares
+    epochs: int | None = None  # per trial, written into each trial's spec as train.epochs
+
+
+def sweep(spec: Any, search: Iterable[str], trials: int = 20, **options: Any) -> SweepResult:
     """Run (or continue) a sweep and write its outputs; returns the trials and the best one."""
-    _check_options(trials, mode, parallel, backend, address, epochs)
+    o = Options(**{**options, "params": tuple(options.get("params") or ())})
+    _check_options(trials, o)
     spec_path = _spec_file(spec)
-    sets = tuple(params or ()) + ((f"train.epochs={epochs}",) if epochs is not None else ())  # in best.yaml too
+    sets = o.params + ((f"train.epochs={o.epochs}",) if o.epochs is not None else ())  # in best.yaml too
     dims = space.parse(list(search))
     space.check(str(spec_path), list(sets), dims)
     from .runs import load
-    folder = Path(out) if out is not None else Path("sweeps") / load(str(spec_path), list(sets)).name
+    folder = Path(o.out) if o.out is not None else Path("sweeps") / load(str(spec_path), list(sets)).name
     folder = folder.resolve()
     _claim(folder, {"spec": str(spec_path), "set": list(sets), "search": [d.text for d in dims],
-                    "metric": metric, "mode": mode, "backend": backend, "epochs": epochs})
-    setup = Setup(str(spec_path), sets, tuple(dims), metric, mode, str(folder))
-    if backend == "ray":
+                    "metric": o.metric, "mode": o.mode, "backend": o.backend})
+    setup = Setup(str(spec_path), sets, tuple(dims), o.metric, o.mode, str(folder))
+    if o.backend == "ray":
         from .sweep import backend_ray
-        records = backend_ray.run(setup, trials, parallel, address)
+        records = backend_ray.run(setup, trials, o.parallel, o.address)
     else:
         from .sweep import backend_optuna
-        records = backend_optuna.run(setup, trials, parallel)
-    return report.write(folder, dims, records, metric, mode)
+        records = backend_optuna.run(setup, trials, o.parallel)
+    return report.write(folder, dims, records, o.metric, o.mode)
 
 
-def _check_options(trials: int, mode: str, parallel: int, backend: str, address: str | None,
-                   epochs: int | None) -> None:
+def _check_options(trials: int, o: Options) -> None:
     checks = [(trials >= 1, "--trials", f"--trials must be at least 1, got {trials}", "--trials 20"),
-              (mode in ("min", "max"), "--mode", f"unknown mode {mode!r}", "--mode min | max"),
-              (parallel >= 1, "--parallel", f"--parallel must be at least 1, got {parallel}", "--parallel 2"),
-              (backend in BACKENDS, "--backend", f"unknown backend {backend!r}", "--backend optuna | ray"),
-              (address is None or backend == "ray", "--address", "--address is a Ray cluster's",
+              (o.mode in ("min", "max"), "--mode", f"unknown mode {o.mode!r}", "--mode min | max"),
+              (o.parallel >= 1, "--parallel", f"--parallel must be at least 1, got {o.parallel}", "--parallel 2"),
+              (o.backend in BACKENDS, "--backend", f"unknown backend {o.backend!r}", "--backend optuna | ray"),
+              (o.address is None or o.backend == "ray", "--address", "--address is a Ray cluster's",
                "add --backend ray"),
-              (epochs is None or epochs >= 1, "--epochs", f"--epochs must be at least 1, got {epochs}", "--epochs 5")]
+              (o.epochs is None or o.epochs >= 1, "--epochs", f"--epochs must be at least 1, got {o.epochs}",
+               "--epochs 5")]
     for ok, flag, message, hint in checks:
         if not ok:
             raise SpecError.at(file_loc(flag), message, hint)

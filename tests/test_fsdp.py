@@ -148,3 +148,16 @@ def test_checkpoint_metadata_that_would_run_code_is_refused(in_tmp):
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
         sharding._reader(str(folder)).read_metadata()
     assert not (in_tmp / "pwned.txt").exists()
+
+
+def test_a_ddp_checkpoint_resumes_under_fsdp_and_on_with_sharded_checkpoints(in_tmp):
+    r = invoke("train", SPEC, "--epochs", "1", "--out", "run")
+    assert r.returncode == 0, r.stderr
+    r = invoke("train", "run", "--strategy", "fsdp", "--resume", "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (in_tmp / "run/checkpoints").iterdir())
+    assert names == ["epoch-000001.safetensors", "epoch-000002.dcp"]
+    straight = invoke("train", SPEC, "--epochs", "2", "--out", "straight")  # one process: the same numbers
+    assert straight.returncode == 0
+    a, b = load_file(in_tmp / "straight/model.safetensors"), load_file(in_tmp / "run/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -99,7 +99,7 @@ class Loop:
 
     def restore(self, state: dict[str, Any]) -> None:
         p = self.parts
-        if "sharded" in state:  # a DCP checkpoint: weights and optimizer load in place, resharded
+        if "sharded" in state or p.sharded is not None:  # DCP, or into a sharded model: resharded in place
             from .sharding import restore
             restore(p, state, self.where.rank)
         else:
