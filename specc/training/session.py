@@ -222,7 +222,7 @@ class _Session:
     def loop(self, compiled: Compiled, data: Data, device: torch.device) -> Loop:
         cfg, module = self.cfg, compiled.module
         module.to(device)
-        sharder = sharding.Sharder.of(compiled, cfg, device, self.world) if self.strategy == "fsdp" else None
+        sharder = sharding.Sharder.of(compiled, cfg, self.world) if self.strategy == "fsdp" else None
         if sharder is not None:  # before the optimizer: sharding replaces the parameters
             module = sharder.shard(module)
         loss_fn, optimizer, scheduler = _components(cfg, module, data.flatten)

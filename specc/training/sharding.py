@@ -52,7 +52,7 @@ class Sharder:
     rank: int = 0
 
     @staticmethod
-    def of(compiled: Any, cfg: TrainConfig, device: torch.device, world: int) -> "Sharder":
+    def of(compiled: Any, cfg: TrainConfig, world: int) -> "Sharder":
         rank = dist.get_rank() if world > 1 else 0
         return Sharder(unit_paths(compiled, cfg), cfg.activation_checkpointing, cfg.precision, world, rank)
 
@@ -100,6 +100,8 @@ class Sharder:
             atomic_write_bytes(tmp / checkpoint.EXTRA, checkpoint.to_bytes(state, w.model_hash))
             _publish(tmp, final)
             checkpoint.prune(w.checkpoints, w.cfg.checkpoint.keep)
+            for stale in w.checkpoints.glob(".epoch-*.dcp.partial"):  # left by a process killed mid-write
+                shutil.rmtree(stale, ignore_errors=True)
         self._barrier()
         return final
 
