@@ -150,6 +150,7 @@ def test_checkpoint_metadata_that_would_run_code_is_refused(in_tmp):
     assert not (in_tmp / "pwned.txt").exists()
 
 
+@pytest.mark.slow
 def test_a_ddp_checkpoint_resumes_under_fsdp_and_on_with_sharded_checkpoints(in_tmp):
     r = invoke("train", SPEC, "--epochs", "1", "--out", "run")
     assert r.returncode == 0, r.stderr
@@ -161,3 +162,14 @@ def test_a_ddp_checkpoint_resumes_under_fsdp_and_on_with_sharded_checkpoints(in_
     assert straight.returncode == 0
     a, b = load_file(in_tmp / "straight/model.safetensors"), load_file(in_tmp / "run/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_fsdp_with_bf16_activation_checkpointing_and_accumulation_learns(in_tmp):
+    r = run_cli("train", SPEC, "--nproc", "2", "--strategy", "fsdp", "--set", "train.activation_checkpointing=true",
+                "--set", "train.precision=bf16", "--set", "train.accumulate=2", "--out", "run", timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = _rows(in_tmp / "run")
+    assert float(rows[1]["loss"]) < float(rows[0]["loss"]) and float(rows[1]["val_accuracy"]) > 0.8
+    whole = load_file(in_tmp / "run/model.safetensors")
+    assert all(v.dtype == torch.float32 for v in whole.values())  # bf16 computes; the weights stay fp32
