@@ -18,7 +18,8 @@ from .source import Node
 
 TRAIN_KEYS = ("data", "loss", "optimizer", "scheduler", "epochs", "batch_size", "seed", "device", "precision",
               "grad_clip", "accumulate", "early_stopping", "checkpoint", "checkpoint_every", "keep_checkpoints",
-              "compile", "log_every")
+              "compile", "log_every", "strategy", "activation_checkpointing", "fsdp_units")
+STRATEGIES = ("ddp", "fsdp")
 SOURCES = ("inline", "csv", "npz", "synthetic", "images", "text", "tokens")
 FILE_SOURCES = ("csv", "npz", "images", "text", "tokens")
 DATA_KEYS = SOURCES + ("features", "target", "normalize", "val_split", "size", "augment", "block_size", "stride",
@@ -98,6 +99,10 @@ class TrainConfig:
     log_every: int  # steps between reads of the loss on the host
     loc: Loc
     epochs_loc: Loc | None = field(default=None, compare=False)
+    strategy: str = "ddp"  # how several processes share the work: replicas (ddp) or shards (fsdp)
+    activation_checkpointing: bool = False  # fsdp: recompute each unit's activations in the backward pass
+    fsdp_units: tuple[str, ...] | None = None  # module paths sharded as units (default: each repeated block)
+    fsdp_units_loc: Loc | None = field(default=None, compare=False)
 
     @property
     def task(self) -> str:
@@ -196,12 +201,28 @@ def check_train(node: Node | None, params: Mapping[str, Any], spec_file: str, c:
                   device=device, precision=r.choice("precision", PRECISIONS, "fp32"), grad_clip=clip,
                   accumulate=r.int("accumulate", 1, 1), early_stopping=_early(node.get("early_stopping"), params, c),
                   checkpoint=_checkpoint(node, params, c), compile=r.bool("compile", False),
-                  log_every=r.int("log_every", 1, 50))
+                  log_every=r.int("log_every", 1, 50), strategy=r.choice("strategy", STRATEGIES, "ddp"),
+                  activation_checkpointing=r.bool("activation_checkpointing", False),
+                  fsdp_units=_units(node.get("fsdp_units"), params, c), fsdp_units_loc=r.loc("fsdp_units"))
     if data is None or loss is None or opt is None:
         return None
     epochs = node.get("epochs")
     return TrainConfig(data, loss, opt, scheduler, interval, warmup, loc=node.loc,
                        epochs_loc=epochs.loc if epochs is not None else None, **config)
+
+
+def _units(node: Node | None, params: Mapping[str, Any], c: Collector) -> tuple[str, ...] | None:
+    """`fsdp_units: [transformer.h, encoder.layer]`: module paths; a repeated node stands for its copies.
+    Whether each path exists is checked against the built model when training starts."""
+    if node is None:
+        return None
+    v = try_evaluate(node, params, c)
+    if v is FAILED:
+        return None
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+        c.error(node.loc, "fsdp_units must be a list of module paths", "fsdp_units: [transformer.h]")
+        return None
+    return tuple(v)
 
 
 def _checkpoint(node: Node, params: Mapping[str, Any], c: Collector) -> Checkpointing:

@@ -123,5 +123,18 @@ def serve(target: Any = None, **options: Any) -> int:
     return _serve(target, ServeOptions(**options))
 
 
+def sweep(spec: Any, search: Iterable[str], trials: int = 20, **options: Any) -> Any:
+    """Search a spec's params and train settings (`specc sweep`); returns a `SweepResult` (trials,
+    best). `search`: "PATH=DIST" strings, DIST one of loguniform(a,b), uniform(a,b), int(a,b),
+    choice(x,y,...). Options: metric ("val_loss"), mode ("min"), out, parallel, backend ("optuna" or
+    "ray"), address, params (--set strings every trial shares), epochs.
+
+    >>> result = specc.sweep("specs/mlp2_zigzag.yaml", ["train.optimizer.lr=loguniform(1e-4,1e-1)"], trials=10)
+    >>> result.best.values, result.best.metric
+    """
+    from .sweeping import sweep as _sweep
+    return _sweep(spec, search, trials, **options)
+
+
 __all__ = ["Spec", "load", "build", "compiled", "compiled_run", "build_run", "emit_python", "write_graph", "train",
-           "export", "diff", "predict", "generate", "serve"]
+           "export", "diff", "predict", "generate", "serve", "sweep"]

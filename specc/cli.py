@@ -141,25 +141,64 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Start a trained run over.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder for a spec (default: runs/<name>).")] = None,
     nproc: Annotated[int, typer.Option("--nproc", help="DDP processes on this machine, through torchrun.")] = 1,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="ddp (replicas) or fsdp (shards) across --nproc processes (default: train.strategy).")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the training step (default: train.compile).")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to RUN/tensorboard.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train a spec with the shared loop: checkpoints, exact --resume, DDP with --nproc."""
+    """Train a spec with the shared loop: checkpoints, exact --resume, DDP or FSDP with --nproc."""
 
     def run() -> int:
         from . import api
-        from .training.distributed import check_nproc
+        from .training.distributed import check_nproc, check_strategy
         check_nproc(nproc)
+        check_strategy(strategy)
         result = api.train(target, set_, epochs=epochs, device=device, resume=resume, force=force, nproc=nproc,
-                           tensorboard=tensorboard, compile=compile_, out=out, quiet=quiet)
-        if result.history and not quiet:
+                           tensorboard=tensorboard, compile=compile_, out=out, quiet=quiet, strategy=strategy)
+        if result.history and result.speaks and not quiet:  # one line, from one process
             print(f"trained {result.run_dir} for {result.epochs} epochs: " +
                   ", ".join(f"{k} {v:.4g}" for k, v in result.final.items()
                             if isinstance(v, float) and k not in ("seconds", "samples_per_s", "lr")) +
                   (f"; its weights are epoch {result.weights_from_epoch}'s, the best"
                    if result.weights_from_epoch not in (None, result.epochs) else ""))
         return 0
+
+    _guard(run)
+
+
+@app.command(epilog="Examples: specc sweep specs/mlp2_zigzag.yaml --search train.optimizer.lr=loguniform(1e-4,1e-1) "
+             "--search hidden=int(16,128) --trials 20   specc sweep SPEC --search dropout=uniform(0,0.5) --backend ray")
+def sweep(
+    spec: Annotated[str, typer.Argument(help="The spec file (.yaml) to search.")],
+    search: Annotated[Optional[list[str]], typer.Option("--search", help="PATH=DIST, DIST one of loguniform(a,b) uniform(a,b) int(a,b) choice(x,y,...); PATH as for --set. Repeatable.")] = None,
+    trials: Annotated[int, typer.Option("--trials", help="Trials in all (a rerun with more adds trials).")] = 20,
+    metric: Annotated[str, typer.Option("--metric", help="The metrics.csv column to optimize, at the last epoch.")] = "val_loss",
+    mode: Annotated[str, typer.Option("--mode", help="min or max.")] = "min",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Sweep folder (default: sweeps/<name>).")] = None,
+    parallel: Annotated[int, typer.Option("--parallel", help="Trials at once.")] = 1,
+    backend: Annotated[str, typer.Option("--backend", help="optuna (embedded, study in DIR) or ray (Ray Tune).")] = "optuna",
+    address: Annotated[Optional[str], typer.Option("--address", help="A Ray cluster (default: a local Ray).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs per trial (default: train.epochs).")] = None,
+    set_: SetOpt = None,
+    quiet: Quiet = False,
+) -> None:
+    """Search params and train settings: seeded trials, pruned on per-epoch reports, the best spec written."""
+
+    def run() -> None:
+        from . import api
+        result = api.sweep(spec, search or [], trials, metric=metric, mode=mode, out=out, parallel=parallel,
+                           backend=backend, address=address, params=set_ or (), epochs=epochs)
+        if quiet:
+            return
+        counts = ", ".join(f"{n} {state}" for state, n in result.counts.items())
+        print(f"{len(result.trials)} trials ({counts}); wrote {result.out}/trials.csv, history.png")
+        best = result.best
+        if best is None:
+            print("no trial completed: see the error column of trials.csv")
+            return
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.values.items())
+        print(f"best: trial {best.number}, {result.metric} {best.metric:.4g} ({values}); "
+              f"spec in {result.out}/best.yaml, run in {best.run_dir}")
 
     _guard(run)
 

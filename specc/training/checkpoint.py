@@ -23,7 +23,8 @@ from compiler.errors import SpecError, file_loc, first_line
 from ..fsutil import atomic_write_bytes
 
 FORMAT = "specc-checkpoint-1"
-_NAME = re.compile(r"epoch-(\d{6})(?:\+(\d{6}))?\.safetensors$")  # epochs done (+ batches of the next)
+_NAME = re.compile(r"epoch-(\d{6})(?:\+(\d{6}))?\.(?:safetensors|dcp)$")  # epochs done (+ batches of the next)
+EXTRA = "extra.safetensors"  # a sharded checkpoint's (.dcp folder's) state besides the weights and optimizer
 
 
 def encode(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
@@ -123,11 +124,30 @@ def write(folder: Path, epoch: int, batches: int, state: dict[str, Any], model_h
     """Write atomically (temp, fsync, rename), then drop all but the newest `keep`."""
     path = path_for(folder, epoch, batches)
     atomic_write_bytes(path, to_bytes(state, model_hash))
-    for _, old in listing(folder)[:-keep]:
-        old.unlink(missing_ok=True)
+    prune(folder, keep)
     for tmp in folder.glob(".epoch-*.tmp"):  # left by a process killed mid-write
         tmp.unlink(missing_ok=True)
     return path
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Drop all but the newest `keep` checkpoints, files and sharded folders alike."""
+    import shutil
+    for _, old in listing(folder)[:-keep]:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def read(path: Path, model_hash: str | None) -> dict[str, Any]:
+    """A checkpoint's state. A sharded one gives its small state and `sharded`, its folder: the
+    weights and optimizer are loaded in place from there (DCP reshards them)."""
+    if path.is_dir():
+        state = from_bytes((path / EXTRA).read_bytes() if (path / EXTRA).is_file() else b"", str(path), model_hash)
+        state["sharded"] = str(path)
+        return state
+    return from_bytes(path.read_bytes(), str(path), model_hash)
 
 
 def latest(folder: Path, model_hash: str) -> tuple[Path, dict[str, Any]] | None:
@@ -136,7 +156,7 @@ def latest(folder: Path, model_hash: str) -> tuple[Path, dict[str, Any]] | None:
     errors = []
     for _, path in reversed(listing(folder)):
         try:
-            state = from_bytes(path.read_bytes(), str(path), model_hash)
+            state = read(path, model_hash)
         except SpecError as e:
             if isinstance(e, ForeignCheckpoint):
                 raise

@@ -41,6 +41,7 @@ class Parts:
     scheduler: Any = None
     scaler: Any = None  # torch.amp.GradScaler for fp16
     step_fn: Callable | None = None  # forward + loss, compiled when train.compile is on
+    sharded: Any = None  # a sharding.Sharder under strategy fsdp: DCP checkpoints, a gathered model at the end
 
 
 @dataclass
@@ -101,8 +102,12 @@ class Loop:
 
     def restore(self, state: dict[str, Any]) -> None:
         p = self.parts
-        p.module.load_state_dict(state["model"])
-        p.optimizer.load_state_dict(state["optimizer"])
+        if "sharded" in state or p.sharded is not None:  # DCP, or into a sharded model: resharded in place
+            from .sharding import restore
+            restore(p, state, self.where.rank)
+        else:
+            p.module.load_state_dict(state["model"])
+            p.optimizer.load_state_dict(state["optimizer"])
         if p.scheduler is not None and state.get("scheduler") is not None:
             p.scheduler.load_state_dict(state["scheduler"])
         if p.scaler is not None and state.get("scaler") is not None:
@@ -118,6 +123,10 @@ class Loop:
 
     def checkpoint(self, meter: Meter | None = None) -> None:
         w = self.where
+        if self.parts.sharded is not None:
+            self.last_checkpoint = self.parts.sharded.save(self, meter)
+            self.last_write = time.monotonic()
+            return
         self.last_checkpoint = checkpoint.write(w.checkpoints, self.pos.epoch, self.pos.batches, self.state(meter),
                                                 w.model_hash, w.cfg.checkpoint.keep)
         self.last_write = time.monotonic()
@@ -252,7 +261,10 @@ class Loop:
                 if self.where.world > 1 and self.anyone(self.stop_signal is not None):
                     self.stop_signal = self.stop_signal or signal.SIGTERM  # a signal to one rank stops them all
                 done = self.pos.epoch == epochs or row.get("stopped_early")
-                if self.where.rank == 0 and (done or self.stop_signal is not None or self.due()):
+                write = bool(done or self.stop_signal is not None or self.due())
+                if self.parts.sharded is not None and self.where.world > 1:
+                    write = self.anyone(write)  # every rank writes its shard, or none does
+                if write and (self.where.rank == 0 or self.parts.sharded is not None):
                     self.checkpoint()
                 if self.on_epoch is not None and self.where.rank == 0:
                     self.on_epoch(row)

@@ -21,7 +21,7 @@ from compiler.train_section import TrainConfig
 
 from .. import runs, weights
 from ..fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
-from . import checkpoint, components, distributed, targets
+from . import checkpoint, components, distributed, sharding, targets
 from .data import Data, load_data, stats_json
 from .lock import RunLock
 from .errors import Interrupted, TrainingDiverged
@@ -39,6 +39,7 @@ class TrainResult:
     epochs: int
     resumed_from: int  # 0: a fresh start
     weights_from_epoch: int | None = None  # the epoch model.safetensors holds (early stopping: the best)
+    speaks: bool = True  # False in a torchrun worker but rank 0's own, and under `--nproc`: the launcher reports
 
     @property
     def final(self) -> dict[str, Any]:
@@ -59,6 +60,8 @@ class Options:
     compile: bool | None = None
     out: Path | None = None
     quiet: bool = False
+    strategy: str | None = None  # ddp | fsdp (default: train.strategy)
+    on_epoch: Any = None  # called with each epoch's metrics row (rank 0), e.g. a sweep's report; may raise to stop
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,8 +152,8 @@ def train(target: Any = None, params: Any = None, *, progress: bool = True, **op
             run_dir, spec = prepare_run(target, params, opts, locks)
         config(spec)  # fail here, once, rather than in every worker
         if opts.nproc > 1 and dist_env is None:
-            distributed.launch(opts.nproc, run_dir, epochs=opts.epochs, device=opts.device,
-                               resume=opts.resume or runs.has_checkpoints(run_dir))
+            opts.resume = opts.resume or runs.has_checkpoints(run_dir)
+            distributed.launch(opts.nproc, run_dir, opts)
             return _result(run_dir, 0)
         return _Session(run_dir, spec, opts, dist_env).run()
 
@@ -198,6 +201,7 @@ class _Session:
         self.run_dir, self.spec, self.opts, self.dist_env = run_dir, spec, opts, dist_env
         self.cfg = config(spec)
         self.rank, self.world = (dist_env.rank, dist_env.world) if dist_env else (0, 1)
+        self.strategy = opts.strategy or self.cfg.strategy
 
     def run(self) -> TrainResult:
         cfg, opts = self.cfg, self.opts
@@ -230,10 +234,14 @@ class _Session:
     def loop(self, compiled: Compiled, data: Data, device: torch.device) -> Loop:
         cfg, module = self.cfg, compiled.module
         module.to(device)
+        sharder = sharding.Sharder.of(compiled, cfg, self.world) if self.strategy == "fsdp" else None
+        if sharder is not None:  # before the optimizer: sharding replaces the parameters
+            module = sharder.shard(module)
         loss_fn, optimizer, scheduler = _components(cfg, module, data.flatten)
         scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
-        model = distributed.wrap(module, device) if self.world > 1 else module
-        parts = Parts(model, module, loss_fn, optimizer, scheduler, scaler)
+        model = (sharder.wrap(module) if sharder is not None else
+                 distributed.wrap(module, device) if self.world > 1 else module)
+        parts = Parts(model, module, loss_fn, optimizer, scheduler, scaler, sharded=sharder)
         use_compile = self.opts.compile if self.opts.compile is not None else cfg.compile
         where = Where(cfg, data, device, self.run_dir / runs.CHECKPOINTS, self.spec.model_hash, self.rank, self.world)
         loop = Loop(parts, where)
@@ -266,28 +274,35 @@ class _Session:
         progress = make_progress(total, self.opts.progress and not self.opts.quiet) if rank0 else None
         log = MetricsLog(self.run_dir / "metrics.csv")
         loop.progress = progress
-        loop.on_epoch = lambda row: _logged(row, log, progress, writer)
+        loop.on_epoch = lambda row: _logged(row, log, progress, writer, self.opts.on_epoch)
         if rank0:
             atomic_write_text(self.run_dir / "normalization.json", stats_json(data.stats))
+        ok = False
         try:
             loop.fit(total)
+            ok = True
         except (TrainingDiverged, Interrupted):
             if rank0:
                 self.finish(loop, final=False)
             raise
         finally:
+            if self.dist_env is not None and not ok:
+                distributed.teardown(loop.parts, ok=False)
             log.close()
             if progress is not None:
                 progress.close()
             if writer is not None:
                 writer.close()
+        whole = sharding.whole_bytes(loop.parts) if loop.parts.sharded is not None else None  # a collective
         if rank0:
-            self.finish(loop, final=True)
+            self.finish(loop, final=True, whole=whole)
         if self.dist_env is not None:
-            distributed.teardown()
-        return _result(self.run_dir, start)
+            distributed.teardown(loop.parts)
+        result = _result(self.run_dir, start)
+        result.speaks = distributed.speaks(self.dist_env)
+        return result
 
-    def finish(self, loop: Loop, final: bool) -> None:
+    def finish(self, loop: Loop, final: bool, whole: bytes | None = None) -> None:
         """The plot, and after a complete run the trained weights and the summary."""
         history = MetricsLog(self.run_dir / "metrics.csv").rows()
         if history:
@@ -295,14 +310,15 @@ class _Session:
         if not final:
             return
         module, pos, es = loop.parts.module, loop.pos, self.cfg.early_stopping
-        best = es is not None and es.restore_best and loop.best_weights is not None
+        # under FSDP the weights were gathered from the shards (`whole`): the best epoch's are not kept there
+        best = whole is None and es is not None and es.restore_best and loop.best_weights is not None
         if best:  # the final checkpoint keeps the last epoch's state, for --resume --epochs N
             module.load_state_dict(loop.best_weights)
-        atomic_write_bytes(self.run_dir / runs.WEIGHTS, weights.state_bytes(module))
+        atomic_write_bytes(self.run_dir / runs.WEIGHTS, whole if whole is not None else weights.state_bytes(module))
         summary = runs.read_json(self.run_dir / runs.SUMMARY)
         last = {k: _number(v, k == "epoch") for k, v in history[-1].items()} if history else {}
         summary["trained"] = {"epochs": pos.epoch, "final": last, "device": str(loop.where.device),
-                              "precision": self.cfg.precision, "world_size": self.world,
+                              "precision": self.cfg.precision, "world_size": self.world, "strategy": self.strategy,
                               "weights_from_epoch": pos.best_epoch if best else pos.epoch}
         if es is not None and pos.best is not None:
             summary["trained"]["best"] = {"monitor": es.monitor, "value": pos.best, "epoch": pos.best_epoch}
@@ -311,7 +327,7 @@ class _Session:
         atomic_write_json(self.run_dir / runs.SUMMARY, summary)
 
 
-def _logged(row: dict[str, Any], log: MetricsLog, progress: Any, writer: Any) -> None:
+def _logged(row: dict[str, Any], log: MetricsLog, progress: Any, writer: Any, report: Any = None) -> None:
     log.append(row)
     if progress is not None:
         progress.end_epoch(row)
@@ -320,6 +336,8 @@ def _logged(row: dict[str, Any], log: MetricsLog, progress: Any, writer: Any) ->
             if isinstance(v, (int, float)) and k != "epoch":
                 writer.add_scalar(k, v, row["epoch"])
         writer.flush()
+    if report is not None:
+        report(row)
 
 
 def _to_device(data: Data, device: torch.device) -> None:

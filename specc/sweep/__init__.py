@@ -1,0 +1,1 @@
+"""Sweep backends and outputs for `specc sweep` (see specc/sweeping.py)."""
