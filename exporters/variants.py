@@ -221,13 +221,15 @@ def check(variant: str, art: Artifact, job: ExportJob, validation: Validation | 
     batches = _batches(job, validation)
     ref = _outputs(fp32, batches)
     tol = (job.config.atol, job.config.rtol)
-    scored = [(_score(ref, _outputs(to_onnx.load(p), batches), validation, tol), p) for p in candidates]
-    (metric, comparison), best = min(scored, key=lambda s: (s[0][0]["drop"], s[1] != art.path))
-    if best != art.path:  # per channel measured better: it becomes the variant's file
-        os.replace(best, art.path)
-        art.notes.append("weights quantized per channel (measured better than per tensor)")
-    for p in candidates[1:]:
-        Path(p).unlink(missing_ok=True)
+    try:
+        scored = [(_score(ref, _outputs(to_onnx.load(p), batches), validation, tol), p) for p in candidates]
+        (metric, comparison), best = min(scored, key=lambda s: (s[0][0]["drop"], s[1] != art.path))
+        if best != art.path:  # per channel measured better: it becomes the variant's file
+            os.replace(best, art.path)
+            art.notes.append("weights quantized per channel (measured better than per tensor)")
+    finally:  # never a stray candidate beside the variant, whatever happened
+        for p in candidates[1:]:
+            Path(p).unlink(missing_ok=True)
     metric["max_drop"] = max_drop
     c = Check.of(variant_format(variant), {}, _shapes(batches), comparison)
     c.kind, c.metric = "metric", metric

@@ -176,3 +176,45 @@ def test_early_stopping_keeps_the_best_weights_across_a_resume(tmp_path):
     keep_last = specc.train(zig, stop + ["train.early_stopping.restore_best=false"], progress=False,
                             out=tmp_path / "last")
     assert keep_last.weights_from_epoch == 3 and _same(_weights(keep_last.run_dir), _weights(last))
+
+
+# --- 3: an export is all or nothing -------------------------------------------------------------------------
+
+def _snapshot(folder):
+    return {f.name: f.read_bytes() for f in sorted(folder.iterdir())}
+
+
+def test_ctrl_c_during_an_export_leaves_the_previous_export_whole(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    run = specc.train(ROOT / "specs/mlp2_zigzag.yaml", epochs=1, progress=False, out=tmp_path / "zig").run_dir
+    assert specc.export(run, ("onnx",), quantize="int8", latency=False, out=lambda s: None).passed
+    before = _snapshot(run / "export")
+    assert set(before) == {"model.onnx", "model.int8.onnx", "parity.json", "parity.md"}
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NO_COLOR="1")
+    proc = subprocess.Popen([sys.executable, "-m", "specc", "export", str(run), "--onnx", "--quantize", "int8",
+                             "--fp16"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, hit = time.monotonic() + 240, None
+    while proc.poll() is None and hit is None and time.monotonic() < deadline:
+        hit = next(iter(run.glob(".export.partial-*/model.int8*.onnx")), None)  # the variant under way
+        time.sleep(0.002)
+    assert hit is not None, "the export ended before its int8 variant was seen"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert err.strip().endswith("interrupted")
+    assert _snapshot(run / "export") == before  # byte for byte
+    assert [p.name for p in run.iterdir() if p.name.startswith(".export")] == []
+    assert checked_onnx(run) == run / "export/model.onnx"
+
+    r = invoke("export", run, "--onnx")  # a new export replaces export/ whole: no stale variant stays
+    assert r.returncode == 0, r.stderr
+    assert f"note: removed {run / 'export/model.int8.onnx'} from an earlier export" in r.stdout
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["model.onnx", "parity.json", "parity.md"]
+    v = invoke("export", run, "--verify")  # no format flag: it checks what exists
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert [a["format"] for a in json.loads((run / "export/parity.json").read_text())["artifacts"]] == ["onnx"]
+    assert checked_onnx(run) == run / "export/model.onnx"
