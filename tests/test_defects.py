@@ -218,3 +218,42 @@ def test_ctrl_c_during_an_export_leaves_the_previous_export_whole(tmp_path):
     assert v.returncode == 0, v.stdout + v.stderr
     assert [a["format"] for a in json.loads((run / "export/parity.json").read_text())["artifacts"]] == ["onnx"]
     assert checked_onnx(run) == run / "export/model.onnx"
+
+
+# --- 4: hints follow the errno --------------------------------------------------------------------------------
+
+def test_write_hints_follow_the_errno_of_a_real_failure(tmp_path, zig):
+    import errno
+    import os
+    import resource
+    import subprocess
+    import sys
+    from specc.fsutil import write_hint
+    # root ignores permissions, but not sysfs: creating a file there is EACCES from the kernel itself
+    with pytest.raises(OSError) as denied:
+        os.open("/sys/.specc-probe", os.O_CREAT | os.O_WRONLY)
+    assert denied.value.errno == errno.EACCES
+    assert write_hint(denied.value.strerror) == "check the folder's permissions (or write somewhere else)"
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 1), np.float32))
+    r = invoke("predict", zig, "--data", tmp_path / "x.npz", "--out", "/sys/.specc-predictions.csv")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == ["error: cannot write /sys/.specc-predictions.csv: Permission denied",
+                                     "hint: check the folder's permissions (or write somewhere else), and run it "
+                                     "again; files already there were left as they were"]
+    r = invoke("build", ROOT / "specs/mlp2_zigzag.yaml", "--out", "/sys/specc-run")  # mkdir: EPERM
+    assert r.returncode == 1 and "hint: check the folder's permissions" in r.stderr, r.stderr
+    code = f"""import os, signal, resource
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))
+fd = os.open({str(tmp_path / "big")!r}, os.O_CREAT | os.O_WRONLY)
+try:
+    while True:
+        os.write(fd, bytes(100))  # the first write stops at the limit, the next fails
+except OSError as e:
+    print(e.strerror)
+"""
+    big = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+    assert big == os.strerror(errno.EFBIG)
+    assert write_hint(big) == "raise the file-size limit (ulimit -f), or write a smaller file"
+    assert write_hint(os.strerror(errno.ENOSPC)) == "free some disk space"
+    assert write_hint(os.strerror(errno.EROFS)) == "the file system is read-only: write somewhere else"
