@@ -257,3 +257,13 @@ except OSError as e:
     assert write_hint(big) == "raise the file-size limit (ulimit -f), or write a smaller file"
     assert write_hint(os.strerror(errno.ENOSPC)) == "free some disk space"
     assert write_hint(os.strerror(errno.EROFS)) == "the file system is read-only: write somewhere else"
+
+
+# --- 5: train values are type-checked at build, --set ones too -------------------------------------------------
+
+def test_a_set_train_value_of_the_wrong_type_fails_build_at_the_set(tmp_path):
+    r = invoke("build", ROOT / "specs/mlp2_zigzag.yaml", "--set", "train.optimizer.lr=fast", "--out", tmp_path / "run")
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ["--set:1:20: error: argument 'lr' of Adam must be float, got a string 'fast'",
+                                     "    train.optimizer.lr=fast", "                       ^", "hint: lr: 0.001"]
+    assert not (tmp_path / "run").exists()  # nothing written into a spec.yaml
