@@ -267,3 +267,23 @@ def test_a_set_train_value_of_the_wrong_type_fails_build_at_the_set(tmp_path):
     assert r.stderr.splitlines() == ["--set:1:20: error: argument 'lr' of Adam must be float, got a string 'fast'",
                                      "    train.optimizer.lr=fast", "                       ^", "hint: lr: 0.001"]
     assert not (tmp_path / "run").exists()  # nothing written into a spec.yaml
+
+
+def test_weights_map_rules_and_unpickler_errors_read_as_written(tmp_path):
+    from specc import weights
+    state = {"module.a": torch.zeros(1), "module.b": torch.zeros(1)}
+    assert list(weights.rename(state, ["module."])) == ["a", "b"]
+    with pytest.raises(SpecError) as info:
+        weights.rename(state, [r"^module\.(.*)=\1", "model."])  # the second matches nothing once the first ran
+    d = info.value.diagnostics[0]
+    assert (d.file, d.message, d.hint) == ("--weights-map", "rule 'model.' matches no key of the file",
+                                           "the keys (after the rules before it) are: a, b")
+    with pytest.raises(SpecError) as info:
+        weights.rename(state, [r"(\d=x"])
+    assert info.value.diagnostics[0].message.startswith(r"bad rule '(\d=x': missing )")  # one backslash, as typed
+    torch.save({"w": torch.zeros(1), "f": print}, tmp_path / "w.pth")
+    with pytest.raises(SpecError) as info:
+        weights.read(tmp_path / "w.pth")
+    message = info.value.diagnostics[0].message
+    assert message == "not a state_dict specc can read safely: WeightsUnpickler error: Unsupported global: " \
+                      "GLOBAL print was not an allowed global by default."  # whole: not cut inside a word
