@@ -159,7 +159,8 @@ def _table(cfg: DataConfig, spec: Spec, stats: dict, path: Path, n: int) -> Iter
         if missing:
             raise SpecError.at(file_loc(str(path)), f"column '{missing[0]}' is not in {path}",
                                f"the run was trained on the columns {', '.join(wanted)}")
-        xs, show = [np.stack([cols[w] for w in wanted], axis=1)], {w: cols[w] for w in wanted}
+        cells = sources.csv_cells(path)  # the inputs are echoed as the file wrote them, not re-rounded
+        xs, show = [np.stack([cols[w] for w in wanted], axis=1)], {w: cells[w] for w in wanted}
     _check_inputs(spec, xs, path)
     norms = stats.get("inputs") or [None] * len(xs)
     count = len(xs[0])
@@ -168,7 +169,8 @@ def _table(cfg: DataConfig, spec: Spec, stats: dict, path: Path, n: int) -> Iter
         for x, inp, norm in zip(xs, spec.inputs.values(), norms):
             chunk = np.asarray(x[s:s + n])
             part.append(chunk.astype(np.int64) if inp.dtype.startswith("int") else _normalized(chunk.astype(np.float32), norm))
-        rows = [{k: float(v[i]) for k, v in show.items()} for i in range(s, min(s + n, count))]
+        rows = [{k: v[i] if isinstance(v[i], str) else float(v[i]) for k, v in show.items()}
+                for i in range(s, min(s + n, count))]
         yield Batch(part, rows)
 
 
@@ -200,6 +202,9 @@ def _images(spec: Spec, stats: dict, path: Path, n: int) -> Iterator[Batch]:
     inp = next(iter(spec.inputs.values()))
     size = stats.get("size") or [d for d in inp.shape[2:]]
     channels = inp.shape[1]
+    if path.is_file() and path.suffix.lower() not in sources.IMAGE_SUFFIXES:
+        raise SpecError.at(file_loc(str(path)), f"this run classifies images; {path.name} is not an image file",
+                           f"pass an image or a folder of images ({', '.join(sources.IMAGE_SUFFIXES)})")
     files = sources.flat_images(path) if path.is_dir() else [path]
     if not files:
         raise SpecError.at(file_loc(str(path)), "no images here", f"image files end in {', '.join(sources.IMAGE_SUFFIXES)}")

@@ -287,3 +287,17 @@ def test_weights_map_rules_and_unpickler_errors_read_as_written(tmp_path):
     message = info.value.diagnostics[0].message
     assert message == "not a state_dict specc can read safely: WeightsUnpickler error: Unsupported global: " \
                       "GLOBAL print was not an allowed global by default."  # whole: not cut inside a word
+
+
+def test_predict_echoes_csv_inputs_as_read_and_refuses_a_csv_for_an_image_run(tmp_path, zig):
+    (tmp_path / "new.csv").write_text("x\n0.123456789\n-1.5e-07\n")
+    r = invoke("predict", zig, "--data", tmp_path / "new.csv")
+    assert r.returncode == 0, r.stderr
+    assert [line.split(",")[0] for line in r.stdout.splitlines()] == ["x", "0.123456789", "-1.5e-07"]
+    _pictures(tmp_path / "pics", ["a", "b"])
+    run = specc.train(_image_spec(tmp_path, 2), progress=False, out=tmp_path / "digits").run_dir
+    r = invoke("predict", run, "--data", tmp_path / "new.csv")
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [
+        f"{tmp_path / 'new.csv'}: error: this run classifies images; new.csv is not an image file",
+        "hint: pass an image or a folder of images (.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, .tiff)"]
