@@ -8,7 +8,7 @@ anything real is created.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import torch
@@ -154,12 +154,22 @@ class _Pass:
                 self.c.error(inp.loc, f"input '{name}' cannot be created: {first_line(e)}", "use smaller dims")
                 continue
             self.info[name] = NodeInfo(tuple(inp.shape))
+        seen: dict[tuple, int] = {}  # one cause (a bad n_head) fails q, k and v alike: reported once
         for node in self.graph.nodes:
             try:
                 self.runner.run(node)
             except ShapeError as e:
+                cause = (node.op.name, e.message.partition(" cannot take input ")[2], e.hint)
+                if cause[1] and cause in seen:
+                    first = self.c.diagnostics[seen[cause]]
+                    also = f"'{node.path}' at line {node.loc.line}" if node.loc else f"'{node.path}'"
+                    more = "; the same for " if "; the same for " not in first.hint else ", "
+                    self.c.diagnostics[seen[cause]] = replace(first, hint=first.hint + more + also)
+                    continue
                 if e.only_b:
                     self.only_b.add(len(self.c.diagnostics))
+                if cause[1]:
+                    seen[cause] = len(self.c.diagnostics)
                 self.c.error(e.loc or node.loc, e.message, e.hint)
                 self.failed_at = self.failed_at or node
         return self.info

@@ -301,3 +301,10 @@ def test_predict_echoes_csv_inputs_as_read_and_refuses_a_csv_for_an_image_run(tm
     assert r.stderr.splitlines() == [
         f"{tmp_path / 'new.csv'}: error: this run classifies images; new.csv is not an image file",
         "hint: pass an image or a folder of images (.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, .tiff)"]
+
+
+def test_a_bad_n_head_is_reported_once():
+    with pytest.raises(SpecError) as info:
+        specc.build(ROOT / "tests/cases/bad/reshape_bad_heads_once.yaml")
+    (d,) = info.value.diagnostics
+    assert d.hint == "reshape expects the same number of elements; the same for 'k' at line 10, 'v' at line 11"
