@@ -308,3 +308,75 @@ def test_a_bad_n_head_is_reported_once():
         specc.build(ROOT / "tests/cases/bad/reshape_bad_heads_once.yaml")
     (d,) = info.value.diagnostics
     assert d.hint == "reshape expects the same number of elements; the same for 'k' at line 10, 'v' at line 11"
+
+
+# --- 9: behaviours the suite did not pin down ----------------------------------------------------------------
+
+@pytest.mark.parametrize("ref,got,passes", [
+    (float("nan"), 1.0, False), (1.0, float("nan"), False),  # NaN where the other is finite
+    (float("inf"), 1.0, False), (1.0, float("inf"), False), (float("-inf"), float("inf"), False),
+    (float("nan"), float("nan"), True), (float("inf"), float("inf"), True),  # the same non-finite value
+    (1.0, 1.0 + 1e-7, True),
+])
+def test_compare_treats_non_finite_values_as_values(ref, got, passes):
+    from exporters.parity import compare
+    r = torch.tensor([0.5, ref, 2.0])
+    g = torch.tensor([0.5, got, 2.0])
+    c = compare(["out"], [r], [g], 1e-5, 1e-4)
+    assert c.passed is passes
+    assert c.out_of_tolerance == (0.0 if passes else 1 / 3)
+
+
+def test_predict_probabilities_are_those_of_the_normalized_image(tmp_path):
+    from PIL import Image
+    from safetensors.torch import load_file
+    _pictures(tmp_path / "pics", ["a", "b"])
+    run = specc.train(_image_spec(tmp_path, 2, ", normalize: standard"), progress=False, out=tmp_path / "r").run_dir
+    stats = json.loads((run / "normalization.json").read_text())["inputs"][0]
+    assert abs(stats["scale"][0] - 1) > 0.5  # so skipping the normalization would change the probabilities
+    r = invoke("predict", run, "--data", tmp_path / "pics" / "a")
+    rows = [line.split(",") for line in r.stdout.splitlines()[1:]]
+    w = load_file(run / "model.safetensors")
+    for file, label, probability in rows:
+        with Image.open(file) as im:
+            x = (np.asarray(im.convert("L"), np.float64) / 255 - stats["center"][0]) / stats["scale"][0]
+        logits = w["head.weight"].double().numpy() @ x.reshape(-1) + w["head.bias"].double().numpy()
+        p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        assert label == ["a", "b"][int(p.argmax())] and abs(float(probability) - p.max()) < 1e-5
+
+
+@pytest.mark.parametrize("scaler", [False, True], ids=["fp32", "scaler"])
+def test_grad_clip_takes_effect_on_the_fp32_and_the_scaler_path(scaler):
+    import copy
+    from pathlib import Path
+    from specc.training.data import load_data
+    from specc.training.loop import Loop, Parts, Where
+    clip, lr = 0.05, 0.5
+    spec = specc.load(ROOT / "specs/mlp2_zigzag.yaml", ["hidden=8", "train.data.synthetic.samples=96",
+                                                        "train.batch_size=32", f"train.grad_clip={clip}"])
+    cfg = spec.train
+    data = load_data(cfg.data, spec, cfg.task, 1, cfg.seed)
+    model = specc.build(spec)
+    by_hand = copy.deepcopy(model)
+    loss = torch.nn.MSELoss()
+    parts = Parts(model, model, loss, torch.optim.SGD(model.parameters(), lr=lr),
+                  scaler=torch.amp.GradScaler("cpu") if scaler else None)
+    Loop(parts, Where(cfg, data, torch.device("cpu"), Path("/nonexistent"), spec.model_hash)).train_epoch(1)
+    # the same epoch by hand: the loop's order, then each gradient scaled to norm `clip` when longer
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed + 1))
+    x, y = data.train.samples.inputs[0], data.train.samples.target
+    clipped = 0
+    for s in range(0, len(order), cfg.batch_size):
+        idx = order[s:s + cfg.batch_size]
+        by_hand.zero_grad()
+        loss(by_hand(x[idx]), y[idx]).backward()
+        grads = [p.grad for p in by_hand.parameters()]
+        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+        scale = min(1.0, clip / (norm + 1e-6))
+        clipped += scale < 1
+        with torch.no_grad():
+            for p, g in zip(by_hand.parameters(), grads):
+                p -= lr * g * scale
+    assert clipped == 3  # every step was clipped: the test means something
+    for a, b in zip(model.parameters(), by_hand.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
