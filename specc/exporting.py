@@ -244,7 +244,7 @@ class _Session:
         for v in wanted:
             try:
                 art = _found(variants.variant_format(v), variants.path(self.job, v)) if self.opts.verify \
-                    else variants.produce(v, self.job)
+                    else variants.produce(v, self.job, data)
                 c = variants.check(v, art, self.job, data, self.opts.max_drop)
             except ExportError as e:
                 self.errors.append(e)
@@ -252,6 +252,9 @@ class _Session:
                 self.say(f"{variants.variant_format(v):<12} failed (see below)")
                 continue
             self._tell(art)
+            slower = variants.speed_verdict(c)
+            if slower:
+                self.say(f"             note: {slower}")
             rep.checks.append(c)
             rep.artifacts.append(_artifact_row(art))
             if art.warnings:

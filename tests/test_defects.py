@@ -380,3 +380,44 @@ def test_grad_clip_takes_effect_on_the_fp32_and_the_scaler_path(scaler):
     assert clipped == 3  # every step was clipped: the test means something
     for a, b in zip(model.parameters(), by_hand.parameters()):
         assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+
+
+# --- 6: variant verdicts say when a variant is slower; int8 keeps what measures best ---------------------------
+
+def test_a_slower_variant_is_said_plainly_with_speed_read_one_way():
+    from exporters.parity import Check
+    from exporters.variants import speed_verdict
+    c = Check(0, 0, 0, {}, 0, 0, True, format="onnx-int8", sizes={}, shapes={}, kind="metric",
+              size_mb={"fp32": 1.0, "variant": 0.3, "ratio": 0.3},
+              latency_ms={"speed": {"batch=1": 0.22, "batch=32": 0.05}})
+    assert speed_verdict(c) == ("onnx-int8 is SLOWER than fp32 (×0.22 the speed of fp32 at batch=1, ×0.05 the speed "
+                                "of fp32 at batch=32): int8 does not pay off on this model here; it is 0.30× the size")
+    c.latency_ms = {"speed": {"batch=1": 1.8, "batch=32": 0.9}}
+    assert speed_verdict(c).startswith("onnx-int8 is slower than fp32 at some sizes (×1.80 the speed of fp32 at batch=1")
+    c.latency_ms = {"speed": {"batch=1": 1.8, "batch=32": 2.5}}
+    assert speed_verdict(c) == ""
+
+
+def test_int8_of_a_conv_net_measures_its_candidates_and_keeps_one(tmp_path):
+    _pictures(tmp_path / "pics", ["a", "b"], per_class=5)
+    spec = _image_spec(tmp_path, 2)
+    spec.write_text(spec.read_text().replace("  - {op: flatten, start_dim: 1}", "  - {op: Conv2d, out_channels: 4, "
+                                             "kernel_size: 3, padding: 1}\n  - ReLU\n  - {op: flatten, start_dim: 1}"))
+    run = specc.train(spec, progress=False, out=tmp_path / "cnn").run_dir
+    r = invoke("export", run, "--onnx", "--quantize", "int8")
+    assert r.returncode == 0, r.stdout + r.stderr
+    export = run / "export"
+    assert sorted(p.name for p in export.iterdir()) == ["model.int8.onnx", "model.onnx", "parity.json", "parity.md"]
+    rep = json.loads((export / "parity.json").read_text())
+    int8 = next(c for c in rep["checks"] if c["format"] == "onnx-int8")
+    notes = next(a for a in rep["artifacts"] if a["format"] == "onnx-int8")["notes"]
+    assert "static int8 calibrated on 2 validation samples" in notes
+    assert any(n.startswith("int8 kept: ") and "(of 3 measured" in n for n in notes), notes
+    speed = int8["latency_ms"]["speed"]
+    assert set(speed) == {"batch=1", "batch=32"}
+    for size, v in speed.items():
+        assert v == round(int8["latency_ms"]["fp32"][size] / int8["latency_ms"]["variant"][size], 4)
+    slower = any(v < 1 for v in speed.values())
+    assert ("onnx-int8 is SLOWER than fp32" in r.stdout or "slower than fp32 at some sizes" in r.stdout) == slower
+    assert ("than fp32 (" in (export / "parity.md").read_text() or "sizes (" in (export / "parity.md").read_text()) \
+        == slower
