@@ -82,12 +82,13 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     cfg = compiled.spec.export.override(opset=opts.opset, atol=opts.atol, rtol=opts.rtol, exporter=opts.exporter)
     final = run_dir / "export"
     wanted = opts.deployments() or (_found_variants(final) if opts.verify and not formats else [])
-    chosen = _verified_formats(final, formats, wanted) if opts.verify and not formats else \
+    chosen = _verified_formats(final, wanted) if opts.verify and not formats else \
         _formats(formats, cfg, wanted, say)
     _check_plugin_formats(compiled, chosen)
-    trained = runs.is_trained(run_dir)
+    trained = runs.is_trained(run_dir) and runs.stopped_part_way(run_dir) is None
     if not trained:
-        say(f"note: {run_dir} was never trained; exporting its initial weights")
+        say(f"note: {run_dir} was never trained" + (" to the end" if runs.is_trained(run_dir) else "") +
+            "; exporting its initial weights")
     before = _artifact_files(final)
     with staged_export(final, keep=opts.verify) as stage:  # all or nothing: export/ changes only at the end
         session = _Session(_job(compiled, cfg, stage), opts, lambda s: say(s.replace(str(stage), str(final))))
@@ -119,7 +120,7 @@ def _found_variants(final: Path) -> list[str]:
     return [v for v, name in variants.FILES.items() if (final / name).is_file()]
 
 
-def _verified_formats(final: Path, formats: Any, wanted: list[str]) -> tuple[str, ...]:
+def _verified_formats(final: Path, wanted: list[str]) -> tuple[str, ...]:
     """--verify without a format flag checks what exists; an empty export/ is an error."""
     found = tuple(f for f, name in FILES.items() if (final / name).is_file())
     if not found:
