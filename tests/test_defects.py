@@ -184,6 +184,7 @@ def _snapshot(folder):
     return {f.name: f.read_bytes() for f in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_an_export_leaves_the_previous_export_whole(tmp_path):
     import os
     import signal
