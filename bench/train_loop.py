@@ -24,6 +24,17 @@ from specc.training.loop import Loop, Parts, Where  # noqa: E402
 SPEC = ROOT / "specs/transformer_encoder.yaml"
 
 
+def _bare_epoch(model, opt, loss, x, y, batch_size: int, seed: int) -> None:
+    """A hand-written epoch: a seeded order, batches indexed from tensors, no bookkeeping."""
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    model.train()
+    for i in range(0, len(y), batch_size):
+        idx = perm[i:i + batch_size]
+        loss(model(x[idx]), y[idx]).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
 def main() -> float:
     torch.manual_seed(0)
     spec = specc.load(SPEC, ["train.data.synthetic.samples=2048", "train.data.val_split=0.0"])
@@ -39,15 +50,7 @@ def main() -> float:
 
     def bare():
         epoch[0] += 1
-        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch[0]))
-        b.train()
-        for i in range(0, len(y), cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
-            out = b(x[idx])
-            l = loss(out, y[idx])  # noqa: E741
-            l.backward()
-            opt_b.step()
-            opt_b.zero_grad(set_to_none=True)
+        _bare_epoch(b, opt_b, loss, x, y, cfg.batch_size, epoch[0])
 
     def ours():
         epoch[0] += 1
@@ -118,15 +121,7 @@ def _small_cnn(tmp: Path) -> float:
 
     def bare():
         epoch[0] += 1
-        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch[0]))
-        b.train()
-        for i in range(0, len(y), cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
-            out = b(x[idx])
-            l = loss(out, y[idx])  # noqa: E741
-            l.backward()
-            opt_b.step()
-            opt_b.zero_grad(set_to_none=True)
+        _bare_epoch(b, opt_b, loss, x, y, cfg.batch_size, epoch[0])
         b.eval()
         with torch.no_grad():
             correct = total = 0.0
