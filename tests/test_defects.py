@@ -424,3 +424,31 @@ def test_int8_of_a_conv_net_measures_its_candidates_and_keeps_one(tmp_path):
     assert ("onnx-int8 is SLOWER than fp32" in r.stdout or "slower than fp32 at some sizes" in r.stdout) == slower
     assert ("than fp32 (" in (export / "parity.md").read_text() or "sizes (" in (export / "parity.md").read_text()) \
         == slower
+
+
+def test_a_run_stopped_part_way_is_called_so(tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+    from specc.training.errors import Interrupted
+    run = tmp_path / "run"
+
+    def stop_when_training():  # SIGINT once the first epoch is logged: the loop stops at a step boundary
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.csv").is_file() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=stop_when_training, daemon=True).start()
+    with pytest.raises(Interrupted):
+        specc.train(ROOT / "specs/mlp2_zigzag.yaml", ["train.epochs=100000"], progress=False, out=run)
+    r = invoke("train", ROOT / "specs/mlp2_zigzag.yaml", "--set", "train.epochs=100000", "--out", run)
+    assert r.returncode == 2
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith(f"{run}: error: this run was stopped part-way (its last checkpoint is epoch-")
+    assert lines[1] == "hint: pass --resume to continue it, or --force to start it over"
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 1), np.float32))
+    p = invoke("predict", run, "--data", tmp_path / "x.npz")
+    assert p.returncode == 2 and "this run was stopped part-way" in p.stderr
+    assert p.stderr.splitlines()[-1] == f"hint: finish it first: specc train {run} --resume"
