@@ -8,7 +8,7 @@ anything real is created.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import torch
@@ -173,6 +173,7 @@ class _Pass:
         self.runner = NodeRunner(self)
         self.failed_at: GNode | None = None
         self.only_b: set[int] = set()  # indexes of diagnostics whose failure showed in run B only
+        self.seen: dict[tuple, int] = {}  # a failure's cause -> the index of its diagnostic
 
     def all(self) -> dict[str, NodeInfo]:
         self.inputs()
@@ -196,8 +197,17 @@ class _Pass:
         try:
             self.runner.run(node)
         except ShapeError as e:
+            cause = (node.op.name, e.message.partition(" cannot take input ")[2], e.hint)
+            if cause[1] and cause in self.seen:  # one cause (a bad n_head) fails q, k and v alike: reported once
+                first = self.c.diagnostics[self.seen[cause]]
+                also = f"'{node.path}' at line {node.loc.line}" if node.loc else f"'{node.path}'"
+                more = "; the same for " if "; the same for " not in first.hint else ", "
+                self.c.diagnostics[self.seen[cause]] = replace(first, hint=first.hint + more + also)
+                return
             if e.only_b:
                 self.only_b.add(len(self.c.diagnostics))
+            if cause[1]:
+                self.seen[cause] = len(self.c.diagnostics)
             self.c.error(e.loc or node.loc, e.message, e.hint)
             self.failed_at = self.failed_at or node
 

@@ -7,6 +7,7 @@ torch. Files are not opened here: a path is made absolute (relative to the spec 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,6 +16,7 @@ from . import catalog
 from .errors import Collector, Loc, did_you_mean
 from .expr import FAILED, try_evaluate
 from .source import Node
+from .types import conforms, describe, yaml_name
 
 TRAIN_KEYS = ("data", "loss", "optimizer", "scheduler", "epochs", "batch_size", "seed", "device", "precision",
               "grad_clip", "accumulate", "early_stopping", "checkpoint", "checkpoint_every", "keep_checkpoints",
@@ -268,12 +270,26 @@ def _component(node: Node | None, what: str, params: Mapping[str, Any], c: Colle
             hint = f"write the class name alone; only torch's own {what}s resolve"
         c.error(name_loc, f"unknown {what} {name!r}", hint or f"any torch {what} class name")
         return None
-    allowed = catalog.component_args(kind, name)
-    for k in args:
-        if k not in allowed:
-            loc = node.key_locs.get(k, node.loc) if node.is_map else node.loc
-            c.error(loc, f"unknown argument '{k}' for {name}", did_you_mean(k, allowed, "argument"))
-    return Component(name, args, node.loc)
+    types = {a: t for a, t, _ in catalog.load()[kind][name]}
+    defaults = {a: d for a, _, d in catalog.load()[kind][name]}
+    bad = False
+    for k, v in args.items():
+        loc = node.key_locs.get(k, node.loc) if node.is_map else node.loc
+        if k not in types:
+            c.error(loc, f"unknown argument '{k}' for {name}", did_you_mean(k, list(types), "argument"))
+        elif types[k] != "null" and not conforms(v, types[k]):  # null: torch's default is None, its type unknown
+            at = node.value[k].loc if node.is_map and k in node.value else loc
+            c.error(at, f"argument '{k}' of {name} must be {describe(types[k])}, got {yaml_name(v)} {v!r}",
+                    f"{k}: {_example(types[k], defaults[k])}")
+            bad = True
+    return None if bad else Component(name, args, node.loc)
+
+
+def _example(t: str, default: Any) -> str:
+    """A value of the type, for the hint: torch's default where it has one."""
+    if default is not None and default != "<required>" and conforms(default, t):
+        return json.dumps(default)
+    return {"float": "0.001", "int": "10", "bool": "true", "str": "name"}.get(t.split(" |")[0], t)
 
 
 def _scheduler(node: Node | None, params: Mapping[str, Any], c: Collector,

@@ -114,3 +114,64 @@ def _clear_stale(path: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
+
+
+@contextmanager
+def staged_export(final: Path, keep: bool = False) -> Iterator[Path]:
+    """An export is all or nothing: the block writes every artifact and report into a temp folder
+    beside `final` (a copy of `final`'s files first when `keep`, for --verify), and the folder
+    replaces `final` only when the block succeeds. A failure, Ctrl-C or kill leaves `final` as it was
+    and the temp folder is removed (or cleared by the next export, after a kill)."""
+    try:
+        _recover(final)
+        stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    except OSError as e:
+        raise WriteError(final, e.strerror or str(e)) from None
+    try:
+        if keep and final.is_dir():
+            for f in final.iterdir():
+                if f.is_file() and not f.name.startswith("."):
+                    shutil.copy2(f, stage / f.name)
+        yield stage
+        _swap(stage, final)
+    except OSError as e:
+        raise WriteError(final, e.strerror or str(e)) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap(stage: Path, final: Path) -> None:
+    """`stage` becomes `final` in two renames, with SIGINT and SIGTERM held back between them; a kill
+    between them leaves `.NAME.old-*`, which `_recover` puts back."""
+    import signal
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        if final.exists():
+            os.replace(final, old)
+        os.replace(stage, final)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _recover(final: Path) -> None:
+    """Clear what a killed export left beside `final`: its temp folders, and a previous export moved
+    aside by an interrupted swap (put back if `final` is missing)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for old in sorted(final.parent.glob(f".{final.name}.old-*")):
+        if not final.exists():
+            os.replace(old, final)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in final.parent.glob(f".{final.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)

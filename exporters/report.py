@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 from .parity import Check, ParityReport, label
+from .variants import speed_verdict
 
 
 def to_json(report: ParityReport) -> str:
@@ -85,16 +86,18 @@ def _variants(report: ParityReport) -> list[str]:
     if not checks:
         return []
     lines = ["", "Deployment variants, against the fp32 ONNX file (element-wise tolerance does not apply):", "",
-             "| format | metric | on | fp32 | variant | drop | allowed | size MB (ratio) | latency ratio | verdict |",
+             "| format | metric | on | fp32 | variant | drop | allowed | size MB (×fp32) | speed (×fp32) | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for c in checks:
         m, size = c.metric or {}, c.size_mb or {}
-        lat = ", ".join(f"{k}: {v:.2f}×" for k, v in (c.latency_ms or {}).get("ratio", {}).items())
+        lat = ", ".join(f"{k}: ×{v:.2f}" for k, v in (c.latency_ms or {}).get("speed", {}).items())
         lines.append(f"| {c.format} | {m.get('name')} | {m.get('on')} | {m.get('reference'):.6g} | "
                      f"{m.get('quantized'):.6g} | {m.get('drop'):.3g} {m.get('unit')} | {m.get('max_drop'):g} "
                      f"{m.get('unit')} | {size.get('variant', 0):.3f} ({size.get('ratio', 0):.2f}×) | {lat} | "
                      f"{'pass' if c.passed else 'FAIL'} |")
     lines += [""] + [f"- {c.format}: {c.note}" for c in checks if c.note]
+    lines += [f"- **{speed_verdict(c)}**" for c in checks if speed_verdict(c)]
+    lines += ["", "Speed is fp32's time per call over the variant's: ×2 runs twice as fast, ×0.5 at half the speed."]
     return lines
 
 

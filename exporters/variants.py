@@ -71,14 +71,18 @@ def path(job: ExportJob, variant: str) -> Path:
 
 # --- producing ----------------------------------------------------------------------------------
 
-def produce(variant: str, job: ExportJob) -> Artifact:
-    """Write the variant next to model.onnx (which must exist) and return its artifact."""
+def produce(variant: str, job: ExportJob, validation: "Validation | None" = None) -> Artifact:
+    """Write the variant next to model.onnx (which must exist) and return its artifact. int8 writes
+    its candidates (`check` keeps the one that measures best); static int8 calibrates on `validation`."""
     import time
     start = time.perf_counter()
     source, target = job.path("onnx"), path(job, variant)
     with capture(stdout_fd=True) as cap:
         try:
-            notes = {"int8": _int8, "fp16": _fp16}.get(variant, _optimized)(source, target, variant)
+            if variant == "int8":
+                notes = _int8(source, target, variant) + _int8_static(source, target, validation)
+            else:
+                notes = {"fp16": _fp16}.get(variant, _optimized)(source, target, variant)
         except ExportError:
             raise
         except Exception as e:
@@ -143,16 +147,56 @@ def _int8(source: Path, target: Path, variant: str) -> list[str]:
                     raise ExportError("onnx-int8", f"onnxruntime has no CPU kernel for {missing}", "export fp32")
                 op_types.remove(source_op)
                 notes.append(f"{source_op} stays float: onnxruntime has no CPU kernel for {missing}")
-            _save(onnx.load(str(out)), _candidate(target, per_channel), source, variant)
+            _save(onnx.load(str(out)), _candidate(target, "per-channel" if per_channel else ""), source, variant)
     return list(dict.fromkeys(notes))
+
+
+CALIBRATION_SAMPLES = 256
+
+
+def _int8_static(source: Path, target: Path, validation: "Validation | None") -> list[str]:
+    """Static int8 (QDQ, activations calibrated on the validation split) for conv nets, where dynamic
+    quantization's ConvInteger is often slower than fp32. Nothing without a validation split."""
+    if not any(n.op_type == "Conv" for n in onnx.load(str(source), load_external_data=False).graph.node):
+        return []
+    if validation is None:
+        return ["static int8 was not tried: it calibrates on the validation split, and there is none"]
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    names = [i.name for i in onnx.load(str(source), load_external_data=False).graph.input]
+    n = min(CALIBRATION_SAMPLES, len(validation.target))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rows = iter([{k: x[i:i + 1].numpy() for k, x in zip(names, validation.inputs)} for i in range(n)])
+
+        def get_next(self) -> dict | None:
+            return next(self.rows, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "static.onnx"
+        try:
+            quantize_static(source, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            if _unsupported(out) is not None:
+                return ["static int8 was not kept: onnxruntime has no CPU kernel for one of its ops"]
+        except Exception as e:  # a candidate only: the dynamic ones stand
+            return [f"static int8 failed ({root_cause(e)}); dynamic int8 only"]
+        _save(onnx.load(str(out)), _candidate(target, "static"), source, "int8")
+    return [f"static int8 calibrated on {n} validation samples"]
 
 
 _QUANTIZED_FROM = {"DynamicQuantizeLSTM": "LSTM", "DynamicQuantizeMatMul": "MatMul", "QAttention": "Attention",
                    "QEmbedLayerNormalization": "EmbedLayerNormalization"}
 
 
-def _candidate(target: Path, per_channel: bool) -> Path:
-    return target if not per_channel else target.with_name(target.name.replace(".onnx", ".per-channel.onnx"))
+INT8_KINDS = {"": "dynamic, weights per tensor", "per-channel": "dynamic, weights per channel",
+              "static": "static (QDQ), activations calibrated on the validation split"}
+
+
+def _candidate(target: Path, kind: str) -> Path:
+    """Where an int8 candidate is written: the variant's own name for the first ('' : per tensor)."""
+    return target if not kind else target.with_name(target.name.replace(".onnx", f".{kind}.onnx"))
 
 
 def _unsupported(model_path: Path) -> str | None:
@@ -215,19 +259,27 @@ def _batches(job: ExportJob, validation: Validation | None) -> list[list[torch.T
 
 
 def check(variant: str, art: Artifact, job: ExportJob, validation: Validation | None, max_drop: float) -> Check:
-    """The variant against fp32 on the task metric (or seeded inputs), with size and latency."""
+    """The variant against fp32 on the task metric (or seeded inputs), with size and speed. For int8,
+    the fastest candidate within `max_drop` becomes model.int8.onnx (the most accurate if none is)."""
     fp32 = to_onnx.load(job.path("onnx"))
-    candidates = [p for p in [art.path, _candidate(art.path, True)] if p.is_file()] if variant == "int8" else [art.path]
+    kinds = [k for k in INT8_KINDS if _candidate(art.path, k).is_file()] if variant == "int8" else [""]
     batches = _batches(job, validation)
     ref = _outputs(fp32, batches)
     tol = (job.config.atol, job.config.rtol)
-    scored = [(_score(ref, _outputs(to_onnx.load(p), batches), validation, tol), p) for p in candidates]
-    (metric, comparison), best = min(scored, key=lambda s: (s[0][0]["drop"], s[1] != art.path))
-    if best != art.path:  # per channel measured better: it becomes the variant's file
-        os.replace(best, art.path)
-        art.notes.append("weights quantized per channel (measured better than per tensor)")
-    for p in candidates[1:]:
-        Path(p).unlink(missing_ok=True)
+    try:
+        scored = {k: _score(ref, _outputs(to_onnx.load(_candidate(art.path, k)), batches), validation, tol)
+                  for k in kinds}
+        kind = _pick(kinds, scored, max_drop, lambda k: _speed(job, fp32, to_onnx.load(_candidate(art.path, k))))
+        if kind:  # another candidate measured better: it becomes the variant's file
+            os.replace(_candidate(art.path, kind), art.path)
+        if variant == "int8":
+            art.notes.append(f"int8 kept: {INT8_KINDS[kind]} (of {len(kinds)} measured: the fastest within "
+                             "--max-drop, else the most accurate)")
+    finally:  # never a stray candidate beside the variant, whatever happened
+        for k in kinds:
+            if k:
+                _candidate(art.path, k).unlink(missing_ok=True)
+    metric, comparison = scored[kind]
     metric["max_drop"] = max_drop
     c = Check.of(variant_format(variant), {}, _shapes(batches), comparison)
     c.kind, c.metric = "metric", metric
@@ -237,6 +289,25 @@ def check(variant: str, art: Artifact, job: ExportJob, validation: Validation | 
     c.note = validation.source if validation is not None else ("no validation split: seeded inputs, relative "
                                                                "error against fp32 in percent")
     return c
+
+
+def _pick(kinds: list[str], scored: dict, max_drop: float, speed: Callable[[str], float]) -> str:
+    """Among candidates within max_drop, the fastest; if none is within it, the most accurate."""
+    if len(kinds) == 1:
+        return kinds[0]
+    ok = [k for k in kinds if scored[k][0]["drop"] <= max_drop]
+    if not ok:
+        return min(kinds, key=lambda k: scored[k][0]["drop"])
+    return max(ok, key=speed) if len(ok) > 1 else ok[0]
+
+
+def _speed(job: ExportJob, fp32: Callable, variant: Callable) -> float:
+    """fp32's time over the variant's, geometric mean over the smallest and largest sizes (above 1: faster)."""
+    ratios = []
+    for sizes in corners(size_grid(job.inputs, job.config.dims, job.dims)):
+        xs = make_inputs(job.inputs, sizes, 0)
+        ratios.append(time_calls(lambda: fp32(xs), rounds=10) / max(time_calls(lambda: variant(xs), rounds=10), 1e-9))
+    return float(np.exp(np.mean(np.log(ratios))))
 
 
 def _score(ref: list[torch.Tensor], got: list[torch.Tensor], validation: Validation | None,
@@ -269,11 +340,28 @@ def _sizes(fp32: Path, variant: Path) -> dict[str, float]:
 
 
 def _latency(job: ExportJob, fp32: Callable, variant: Callable) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {"fp32": {}, "variant": {}, "ratio": {}}
+    """ms per call of each, and `speed`: fp32's time over the variant's (0.22: the variant runs at
+    ×0.22 the speed of fp32, i.e. slower; 2.0: twice as fast). One ratio, read one way."""
+    out: dict[str, dict[str, float]] = {"fp32": {}, "variant": {}, "speed": {}}
     for sizes in corners(size_grid(job.inputs, job.config.dims, job.dims)):
         xs = make_inputs(job.inputs, sizes, 0)
         key = label(sizes)
         out["fp32"][key] = time_calls(lambda: fp32(xs))
         out["variant"][key] = time_calls(lambda: variant(xs))
-        out["ratio"][key] = round(out["variant"][key] / out["fp32"][key], 4) if out["fp32"][key] else 0.0
+        out["speed"][key] = round(out["fp32"][key] / out["variant"][key], 4) if out["variant"][key] else 0.0
     return out
+
+
+def speed_verdict(c: Check) -> str:
+    """A plain sentence when a variant is slower than fp32 somewhere ("" when it is not)."""
+    speed = (c.latency_ms or {}).get("speed") or {}
+    slow = {k: v for k, v in speed.items() if v < 1}
+    if not slow:
+        return ""
+    where = ", ".join(f"×{v:.2f} the speed of fp32 at {k}" for k, v in speed.items())
+    size = (c.size_mb or {}).get("ratio")
+    smaller = f"; it is {size:.2f}× the size" if size else ""
+    if len(slow) == len(speed):
+        pays = "int8 does not pay off on this model here" if c.format.endswith("int8") else "it is slower everywhere"
+        return f"{c.format} is SLOWER than fp32 ({where}): {pays}{smaller}"
+    return f"{c.format} is slower than fp32 at some sizes ({where}){smaller}"

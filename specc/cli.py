@@ -6,6 +6,7 @@ before shapes (YAML, keys, names, expressions) is reported without loading torch
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import signal
@@ -70,9 +71,12 @@ def _failure(e: Exception) -> None:
     from exporters.errors import WriteError
 
     from .training.errors import stopped
-    if isinstance(e, WriteError):
-        print(f"error: {e}\nhint: free some disk space (or raise the file-size limit) and run it again; "
-              "files already there were left as they were", file=sys.stderr)
+    if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS or isinstance(e, WriteError):
+        from .fsutil import write_hint
+        reason = e.reason if isinstance(e, WriteError) else e.strerror or str(e)
+        text = str(e) if isinstance(e, WriteError) else f"{e.filename}: {reason}" if e.filename else reason
+        print(f"error: {text}\nhint: {write_hint(reason)}, and run it again; files already there were left as "
+              "they were", file=sys.stderr)
         raise typer.Exit(1)
     code = stopped(e)
     if code is not None:
@@ -84,6 +88,10 @@ def _failure(e: Exception) -> None:
     log.write_text("".join(traceback.format_exception(e)))
     print(f"specc: internal error (a bug in specc); the traceback is in {log}", file=sys.stderr)
     raise typer.Exit(70)
+
+
+# a folder that cannot be written, a full disk, a file-size limit: the user's to fix, not specc's bugs
+_WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _say(quiet: bool) -> Callable[[str], None]:

@@ -20,7 +20,7 @@ from compiler.errors import Diagnostic, SpecError, file_loc, first_line
 from compiler.export_section import FORMATS, ExportConfig
 from exporters import compiled as compile_check
 from exporters import locate, parity, report as reports, to_onnx, to_pt2, to_torchscript, variants
-from exporters.artifact import Artifact
+from exporters.artifact import Artifact, staged_export
 from exporters.capture import capture
 from exporters.declared import DeclaredShapes, onnx_shapes, pt2_shapes
 from exporters.errors import ExportError
@@ -82,31 +82,46 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     run_dir = _run_dir(target)
     compiled = compile_run(run_dir)
     cfg = compiled.spec.export.override(opset=opts.opset, atol=opts.atol, rtol=opts.rtol, exporter=opts.exporter)
-    wanted = opts.deployments()
-    chosen = _formats(formats, cfg, wanted + (["triton"] if opts.triton else []), say)
+    final = run_dir / "export"
+    wanted = opts.deployments() or (_found_variants(final) if opts.verify and not formats else [])
+    chosen = _verified_formats(final, wanted) if opts.verify and not formats else \
+        _formats(formats, cfg, wanted + (["triton"] if opts.triton else []), say)
     _check_plugin_formats(compiled, chosen)
     if opts.with_past:
         from compiler.kvcache import plan
         plan(compiled)  # not a causal LM: exit 2 before anything is written
-    trained = runs.is_trained(run_dir)
+    trained = runs.is_trained(run_dir) and runs.stopped_part_way(run_dir) is None
     if not trained:
-        say(f"note: {run_dir} was never trained; exporting its initial weights")
-    session = _Session(_job(compiled, cfg, run_dir), opts, say)
-    with capture(stdout=False) as quiet:  # torch's warnings go to parity.md, not the console
-        session.produce(chosen)
-        rep = session.check(trained)
-        if opts.with_past:
-            _with_past(session, compiled, rep)
-        if wanted and "onnx" in session.runners:
-            session.deploy(rep, wanted, _validation(compiled, say))
-        rep.passed = parity.verdict(rep.checks, rep.declared_shapes, rep.errors)
-        if opts.latency and session.runners:
-            session.measure(rep)
-    if quiet.summary():
-        rep.warnings["export"] = quiet.summary()
-    _write_reports(rep, session.job.export_dir, compiled.spec.name, "onnx" in session.runners)
+        say(f"note: {run_dir} was never trained" + (" to the end" if runs.is_trained(run_dir) else "") +
+            "; exporting its initial weights")
+    before = _artifact_files(final)
+    with staged_export(final, keep=opts.verify) as stage:  # all or nothing: export/ changes only at the end
+        session = _Session(_job(compiled, cfg, stage), opts, lambda s: say(s.replace(str(stage), str(final))))
+        with capture(stdout=False) as quiet:  # torch's warnings go to parity.md, not the console
+            rep = _produce_and_check(session, compiled, chosen, wanted, trained)
+        if quiet.summary():
+            rep.warnings["export"] = quiet.summary()
+        _relocate(rep, stage, final)
+        _write_reports(rep, stage, compiled.spec.name, "onnx" in session.runners)
+        gone = sorted(before - _artifact_files(stage))
+    for name in gone:
+        say(f"note: removed {final / name} from an earlier export: export/ holds what this export made and checked")
     if opts.triton:
         _triton(run_dir, say)
+    return rep
+
+
+def _produce_and_check(session: "_Session", compiled: Any, chosen: tuple, wanted: list, trained: bool) -> Any:
+    """Every format produced and checked, then --with-past, the deployment variants and latency."""
+    session.produce(chosen)
+    rep = session.check(trained)
+    if session.opts.with_past:
+        _with_past(session, compiled, rep)
+    if wanted and "onnx" in session.runners:
+        session.deploy(rep, wanted, _validation(compiled, session.say))
+    rep.passed = parity.verdict(rep.checks, rep.declared_shapes, rep.errors)
+    if session.opts.latency and session.runners:
+        session.measure(rep)
     return rep
 
 
@@ -141,6 +156,44 @@ def _with_past(session: "_Session", compiled: Any, rep: parity.ParityReport) -> 
         session.say("onnx-with-past failed (see below)")
 
 
+def _artifact_files(folder: Path) -> set[str]:
+    names = set(FILES.values()) | set(variants.FILES.values())
+    return {n for n in names if (folder / n).is_file()} if folder.is_dir() else set()
+
+
+def _found_variants(final: Path) -> list[str]:
+    """--verify without flags: the variants whose files are there."""
+    return [v for v, name in variants.FILES.items() if (final / name).is_file()]
+
+
+def _verified_formats(final: Path, wanted: list[str]) -> tuple[str, ...]:
+    """--verify without a format flag checks what exists; an empty export/ is an error."""
+    found = tuple(f for f, name in FILES.items() if (final / name).is_file())
+    if not found:
+        raise SpecError.at(file_loc(str(final)), "there is nothing to verify: no exported model is here",
+                           f"export first: specc export {final.parent} --onnx")
+    if wanted and "onnx" not in found:
+        raise SpecError.at(file_loc(str(final / FILES["onnx"])), "the variants found have no fp32 ONNX file beside "
+                           "them to be checked against", f"export again: specc export {final.parent} --onnx")
+    return found
+
+
+def _relocate(rep: parity.ParityReport, stage: Path, final: Path) -> None:
+    """The report names files where they will be, not in the temp folder they were checked in."""
+    def moved(text: Any) -> Any:
+        return text.replace(str(stage), str(final)) if isinstance(text, str) else text
+
+    for row in rep.artifacts + rep.errors:
+        for k, v in row.items():
+            row[k] = [moved(x) for x in v] if isinstance(v, list) else moved(v)
+    for e in rep.failures:
+        e.message, e.hint = moved(e.message), moved(e.hint)
+    rep.notes = [moved(n) for n in rep.notes]
+    rep.warnings = {k: moved(v) for k, v in rep.warnings.items()}
+    if rep.divergence:
+        rep.divergence = {k: moved(v) for k, v in rep.divergence.items()}
+
+
 def _formats(formats: Any, cfg: ExportConfig, wanted: list[str], say: Callable[[str], None]) -> tuple[str, ...]:
     chosen = tuple(formats) if formats else cfg.formats
     for f in chosen:
@@ -153,13 +206,13 @@ def _formats(formats: Any, cfg: ExportConfig, wanted: list[str], say: Callable[[
     return chosen
 
 
-def _job(compiled: Any, cfg: ExportConfig, run_dir: Path) -> ExportJob:
+def _job(compiled: Any, cfg: ExportConfig, export_dir: Path) -> ExportJob:
     spec, typed, module = compiled.spec, compiled.typed, compiled.module
     module.train(False)  # eval mode
     shapes = {path: info.shape for path, info in typed.info.items()}
     outputs = {name: typed.shape_of(v) for name, v in typed.graph.outputs}
     meta = {"spec_hash": spec.hash, "version": __version__, "spec_name": spec.name}
-    return ExportJob(module, spec.inputs, outputs, run_dir / "export", cfg, typed.dims, meta, shapes, typed.bytes,
+    return ExportJob(module, spec.inputs, outputs, export_dir, cfg, typed.dims, meta, shapes, typed.bytes,
                      _onnx_step)
 
 
@@ -238,7 +291,7 @@ class _Session:
         for v in wanted:
             try:
                 art = _found(variants.variant_format(v), variants.path(self.job, v)) if self.opts.verify \
-                    else variants.produce(v, self.job)
+                    else variants.produce(v, self.job, data)
                 c = variants.check(v, art, self.job, data, self.opts.max_drop)
             except ExportError as e:
                 self.errors.append(e)
@@ -246,6 +299,9 @@ class _Session:
                 self.say(f"{variants.variant_format(v):<12} failed (see below)")
                 continue
             self._tell(art)
+            slower = variants.speed_verdict(c)
+            if slower:
+                self.say(f"             note: {slower}")
             rep.checks.append(c)
             rep.artifacts.append(_artifact_row(art))
             if art.warnings:

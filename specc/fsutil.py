@@ -1,6 +1,7 @@
 """Atomic writes: a temp file in the same folder, fsync, then rename over the target."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -10,7 +11,22 @@ from typing import Any
 from exporters.artifact import file_mode
 from exporters.errors import WriteError
 
+# what to do about a write that failed, by its errno; WriteError keeps only the OS's reason text
+_HINTS = (
+    ((errno.EACCES, errno.EPERM), "check the folder's permissions (or write somewhere else)"),
+    ((errno.EROFS,), "the file system is read-only: write somewhere else"),
+    ((errno.ENOSPC, errno.EDQUOT), "free some disk space"),
+    ((errno.EFBIG,), "raise the file-size limit (ulimit -f), or write a smaller file"),
+    ((errno.ENOTDIR, errno.EISDIR), "a path in the way is a file where a folder should be, or the reverse"),
+)
 
+
+def write_hint(reason: str) -> str:
+    """The hint for a failed write whose OS reason (strerror) is `reason`."""
+    for codes, hint in _HINTS:
+        if any(reason == os.strerror(c) or reason.startswith(os.strerror(c)) for c in codes):
+            return hint
+    return "check that the path can be written"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

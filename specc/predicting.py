@@ -153,6 +153,8 @@ def _table(cfg: DataConfig, spec: Spec, stats: dict, path: Path, n: int) -> Iter
         xs, show = _npz_inputs(sources.read_npz(_file_config(cfg, path, "npz")), spec, features, path)
     else:
         xs, show = column_inputs(cfg, stats, sources.read_csv(_file_config(cfg, path, "csv")), str(path))
+        cells = sources.csv_cells(path)  # the inputs are echoed as the file wrote them, not re-rounded
+        show = {w: cells[w] for w in show}
     _check_inputs(spec, xs, path)
     for s in range(0, len(xs[0]), n):
         yield table_batch(spec, stats, xs, show, slice(s, s + n))
@@ -180,7 +182,7 @@ def table_batch(spec: Spec, stats: dict, xs: list[np.ndarray], show: dict[str, n
         chunk = np.asarray(x[part])
         chunks.append(chunk.astype(np.int64) if inp.dtype.startswith("int") else _normalized(chunk.astype(np.float32), norm))
     count = len(xs[0])
-    rows = [{k: float(v[i]) for k, v in show.items()} for i in range(count)[part]]
+    rows = [{k: v[i] if isinstance(v[i], str) else float(v[i]) for k, v in show.items()} for i in range(count)[part]]
     return Batch(chunks, rows)
 
 
@@ -209,6 +211,9 @@ def _check_inputs(spec: Spec, xs: list[np.ndarray], path: Path) -> None:
 
 def _images(spec: Spec, stats: dict, path: Path, n: int) -> Iterator[Batch]:
     from .training import sources
+    if path.is_file() and path.suffix.lower() not in sources.IMAGE_SUFFIXES:
+        raise SpecError.at(file_loc(str(path)), f"this run classifies images; {path.name} is not an image file",
+                           f"pass an image or a folder of images ({', '.join(sources.IMAGE_SUFFIXES)})")
     files = sources.flat_images(path) if path.is_dir() else [path]
     if not files:
         raise SpecError.at(file_loc(str(path)), "no images here", f"image files end in {', '.join(sources.IMAGE_SUFFIXES)}")

@@ -138,12 +138,16 @@ def _variants_table(checks: list[Any]) -> Any:
     notes = dict.fromkeys(str((c.metric or {}).get("on")) for c in checks)
     table = Table(header_style="bold", title="deployment variants (against fp32)", title_justify="left",
                   caption="metric on the " + "; ".join(notes), caption_justify="left")
-    for col in ("format", "metric", "fp32", "variant", "drop", "size", "latency", "verdict"):
+    for col in ("format", "metric", "fp32", "variant", "drop", "size", "speed (×fp32)", "verdict"):
         table.add_column(col, justify="left" if col in ("format", "metric", "verdict") else "right")
     for c in checks:
-        m, size, lat = c.metric or {}, c.size_mb or {}, (c.latency_ms or {}).get("ratio", {})
+        m, size, speed = c.metric or {}, c.size_mb or {}, (c.latency_ms or {}).get("speed", {})
+        slower = any(v < 1 for v in speed.values())
+        verdict = _verdict(c.passed)
+        if slower:
+            verdict.append(", slower", style="yellow")
         table.add_row(c.format, str(m.get("name")), f"{m.get('reference'):.4g}",
                       f"{m.get('quantized'):.4g}", f"{m.get('drop'):.3g} {m.get('unit')}",
-                      f"{size.get('variant', 0):.2f} MB ({size.get('ratio', 0):.2f}x)",
-                      ", ".join(f"{k}: {v:.2f}x" for k, v in lat.items()), _verdict(c.passed))
+                      f"{size.get('variant', 0):.2f} MB (×{size.get('ratio', 0):.2f})",
+                      ", ".join(f"{k}: ×{v:.2f}" for k, v in speed.items()), verdict)
     return table

@@ -61,7 +61,8 @@ def _read_torch(path: Path) -> dict[str, Any]:
         text = [" ".join(t.split()) for t in str(e).strip().splitlines() if t.strip()]
         reason = next((t for t in text if "Unsupported" in t or "global" in t.lower()), text[0] if text else "")
         reason = reason or ("the file ends too soon" if isinstance(e, EOFError) else type(e).__name__)
-        raise _err(path, f"not a state_dict specc can read safely: {reason[:200]}",
+        reason = reason.split(" Please use ")[0]  # torch's advice to allow the global: specc never will
+        raise _err(path, f"not a state_dict specc can read safely: {_clipped(reason, 300)}",
                    "specc loads torch files with weights_only=True and never unpickles code; save "
                    "model.state_dict() (or convert to .safetensors)") from None
     return _state_of(obj, path)
@@ -80,20 +81,33 @@ def _state_of(obj: Any, path: Path) -> dict[str, Any]:
                "save model.state_dict(); a checkpoint may nest it under 'model' or 'state_dict'")
 
 
+def _clipped(text: str, limit: int) -> str:
+    """`text` cut at a word boundary, never mid-word."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut + " ..."
+
+
 def rename(state: dict[str, Any], rules: Iterable[str]) -> dict[str, Any]:
     """Apply `--weights-map` rules in order: `PREFIX` strips a literal prefix, `REGEX=REPLACEMENT`
-    rewrites each key with re.sub (count 1)."""
+    rewrites each key with re.sub (count 1). A rule that matches no key is an error: it is a typo."""
     for rule in rules:
         if "=" in rule:
             pattern, _, repl = rule.partition("=")
             try:
                 rx = re.compile(pattern)
+                hits = sum(rx.search(k) is not None for k in state)
                 state = {rx.sub(repl, k, count=1): v for k, v in state.items()}
-            except re.error as e:
-                raise SpecError.at(file_loc("--weights-map"), f"bad rule {rule!r}: {e}",
+            except re.error as e:  # the rule as typed, not repr'd with doubled backslashes
+                raise SpecError.at(file_loc("--weights-map"), f"bad rule '{rule}': {e}",
                                    "write PREFIX, or REGEX=REPLACEMENT such as '^module\\.(.*)=\\1'") from None
         else:
+            hits = sum(k.startswith(rule) for k in state)
             state = {k[len(rule):] if k.startswith(rule) else k: v for k, v in state.items()}
+        if not hits:
+            raise SpecError.at(file_loc("--weights-map"), f"rule '{rule}' matches no key of the file",
+                               f"the keys (after the rules before it) are: {_listed(sorted(state))}")
     return state
 
 

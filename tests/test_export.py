@@ -202,7 +202,7 @@ def test_an_int8_trained_classifier_keeps_its_accuracy(in_tmp):
     assert abs(int8["metric"]["reference"] - int8["metric"]["quantized"]) <= 0.01
     assert int8["metric"]["drop"] <= int8["metric"]["max_drop"] == 1.0
     assert int8["size_mb"]["ratio"] < 0.6  # int8 weights: well under the fp32 file
-    assert set(int8["latency_ms"]["ratio"]) == {"batch=1", "batch=32"}
+    assert set(int8["latency_ms"]["speed"]) == {"batch=1", "batch=32"}
     model = onnx.load(str(export / "model.int8.onnx"))
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= {n.op_type for n in model.graph.node}
     assert {p.key: p.value for p in model.metadata_props}["specc.parity"] == "passed"

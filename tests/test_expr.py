@@ -34,7 +34,8 @@ SCOPE = {"dim": 64, "heads": 4, "ratio": 0.5, "name": "enc", "sizes": [1, 2, 3],
     ("${2 if i == 0 else 1}", 2),
 ])
 def test_values(text, value):
-    assert eval_string(text, SCOPE, L) == value
+    got = eval_string(text, SCOPE, L)
+    assert got == value and type(got) is type(value)  # `//` of ints is an int: 16, not 16.0 (issue 20)
 
 
 @pytest.mark.parametrize("text,message", [

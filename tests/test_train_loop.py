@@ -87,7 +87,8 @@ def test_checkpoints_hold_state_not_history_and_metrics_are_rewound_on_resume(in
     assert [e for e, _ in ckpts] == [1, 6]
     first, last = (_checkpoint_state(p) for _, p in ckpts)
     assert set(first) == set(last) == {"epoch", "batches", "global_step", "best", "bad_epochs", "model", "optimizer",
-                                        "scheduler", "scaler", "rng", "meter", "epoch_lr"}
+                                        "scheduler", "scaler", "rng", "meter", "epoch_lr", "best_epoch",
+                                        "best_weights"}
     assert abs(ckpts[0][1].stat().st_size - ckpts[1][1].stat().st_size) < 64  # no history grows in them
 
     # a crash after epoch 6 but before its checkpoint: metrics.csv has 6 rows, the newest checkpoint is epoch 1

@@ -164,9 +164,10 @@ def test_ddp_module_prefix_in_safetensors(resnet_ref, tmp_path):
     for rule in ("module.", r"^module\.="):
         model = specc.build(RESNET, SMALL, weights=tmp_path / "ddp.safetensors", weights_map=[rule])
         assert_holds(model.state_dict(), state)
-    # a rule that matches nothing leaves the keys as they were, and the import still fails
-    with pytest.raises(specc.SpecError, match="try --weights-map module."):
+    # a rule that matches nothing is a typo, said as such (issue 20)
+    with pytest.raises(specc.SpecError, match="rule 'model.' matches no key of the file") as info:
         specc.build(RESNET, SMALL, weights=tmp_path / "ddp.safetensors", weights_map=["model."])
+    assert info.value.diagnostics[0].hint.startswith("the keys (after the rules before it) are: module.bn1.bias")
 
 
 def nanogpt_ckpt(state):

@@ -91,6 +91,13 @@ def read_csv(cfg: DataConfig) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
 
 
+def csv_cells(path: Path) -> dict[str, list[str]]:
+    """A csv file's cells as text, by column (the file was checked by read_csv first)."""
+    rows = [r for r in csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig")))]
+    header = [h.strip() for h in rows[0]]
+    return {h: [r[j].strip() for r in rows[1:] if r] for j, h in enumerate(header)}
+
+
 def read_npz(cfg: DataConfig) -> dict[str, np.ndarray]:
     """Arrays by name; those stored uncompressed are memory-mapped rather than read."""
     path = checked_path(cfg)

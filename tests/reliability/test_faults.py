@@ -67,16 +67,17 @@ def test_an_export_killed_midway_leaves_nothing_that_looks_valid(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "specc", "export", "--onnx"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not (export.is_dir() and any(export.glob(".model.partial-*"))):
+    while time.time() < deadline and not any(export.parent.glob(".export.partial-*/.model.partial-*")):
         time.sleep(0.001)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (export / "model.onnx").exists()
-    left = [p.name for p in export.iterdir()]
-    assert all(name.startswith(".model.partial-") for name in left), left  # never under the artifact's name
+    assert not export.exists()  # an export is staged beside export/, which appears only when it is complete
+    left = [p.name for p in export.parent.iterdir() if "export" in p.name]
+    assert all(name.startswith(".export.partial-") for name in left), left  # never under the artifact's name
     r = invoke("export", "--onnx", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in export.iterdir()) == ["model.onnx", "parity.json", "parity.md"]
+    assert [p.name for p in export.parent.iterdir() if "export" in p.name] == ["export"]  # the leftovers cleared
 
 
 def test_an_opset_below_what_an_op_needs(tmp_path):
