@@ -37,9 +37,9 @@ class KVSlot(nn.Module):
             b, h, _, d = k.shape
             self.k = k.new_zeros(b, h, self.max_len, d)
             self.v = v.new_zeros(v.size(0), v.size(1), self.max_len, v.size(3))
-        self.k[:, :, past_length:end] = k
-        self.v[:, :, past_length:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+        self.k.narrow(2, past_length, k.size(2)).copy_(k)  # in place: the cache never moves
+        self.v.narrow(2, past_length, v.size(2)).copy_(v)
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
 
 
 def decode_mask(attention_mask: torch.Tensor | None, tokens: torch.Tensor, past_length: Any) -> torch.Tensor | None:

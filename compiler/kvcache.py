@@ -13,7 +13,8 @@ and whose attention is `scaled_dot_product_attention` with `is_causal`:
   nodes computed from positions alone (learned position embeddings, RoPE tables) run per row
   (`RowWise`), and line up with the batched values they meet (`align_rows`).
 
-The result is checked against the full model before it is used (`verify`): a spec that mixes
+The decoder is for inference (dropout is left out). The result is checked against the full model
+before it is used (`verify`): a spec that mixes
 tokens outside its attention (a convolution over time, say) is refused, never decoded wrongly.
 
     step = derive(compiled)             # forward(idx, attention_mask, position_ids, past_length)
@@ -51,6 +52,7 @@ class Plan:
     aranges: list[fx.Node] = field(default_factory=list)  # arange over the time dim
     vocab: int | None = None
     kv_shapes: list[tuple[int, int]] = field(default_factory=list)  # (kv_heads, head_dim) per attention
+    heads: list[int] = field(default_factory=list)  # query heads per attention
 
 
 def plan(compiled: Any) -> Plan:
@@ -79,7 +81,8 @@ def plan(compiled: Any) -> Plan:
         raise NotCausalLM.at(where, "a KV cache needs causal attention: no scaled_dot_product_attention with "
                            "is_causal: true in this model", "write attention as scaled_dot_product_attention "
                            "with is_causal: true")
-    found.kv_shapes = [_kv_shape(typed, n) for n in found.attentions]
+    found.kv_shapes = [_kv_shape(typed, n, 1) for n in found.attentions]
+    found.heads = [_kv_shape(typed, n, 0)[0] for n in found.attentions]
     return found
 
 
@@ -113,9 +116,9 @@ def _over_time(typed: Any, node: fx.Node, time: str) -> bool:
     return g.args.get("end") == time and g.args.get("start", 0) == 0 and g.args.get("step", 1) == 1
 
 
-def _kv_shape(typed: Any, node: fx.Node) -> tuple[int, int]:
+def _kv_shape(typed: Any, node: fx.Node, slot: int) -> tuple[int, int]:
     g = typed.graph.node(node.meta["specc_path"])
-    shape = typed.shape_of(g.inputs[1])  # the keys: (batch, kv_heads, time, head_dim)
+    shape = typed.shape_of(g.inputs[slot])  # queries or keys: (batch, heads, time, head_dim)
     return int(shape[1]), int(shape[-1])
 
 
@@ -244,6 +247,9 @@ class _Rewrite:
     def _copy(self, node: fx.Node) -> None:
         if node in self.found.attentions:
             self.env[node] = self._attention(node)
+            return
+        if node.op == "call_module" and isinstance(self.gm.get_submodule(node.target), torch.nn.Dropout):
+            self.env[node] = self._value(node.args[0], None)  # the decoder is for inference: dropout is identity
             return
         ref = next((self.env[i] for i in node.all_input_nodes if self.kinds.get(i) == "data"
                     and _is_tensor(i)), None)

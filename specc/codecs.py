@@ -100,15 +100,32 @@ def parse_ids(text: str, where: str = "--prompt") -> list[int]:
     return ids
 
 
-def tokenizer_file(run_dir: Path) -> Path | None:
-    """tokenizer.json in the run folder, else in the folder its weights came from."""
-    candidates = [run_dir / "tokenizer.json"]
+def _folders(run_dir: Path) -> list[Path]:
+    """The run folder, then the folder its weights were imported from."""
+    folders = [run_dir]
     summary = runs.read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
     imported = (summary.get("weights") or {}).get("imported")
     if imported:
         src = Path(imported)
-        candidates.append((src if src.is_dir() else src.parent) / "tokenizer.json")
-    return next((c for c in candidates if c.is_file()), None)
+        folders.append(src if src.is_dir() else src.parent)
+    return folders
+
+
+def tokenizer_file(run_dir: Path) -> Path | None:
+    """tokenizer.json in the run folder, else in the folder its weights came from."""
+    return next((f / "tokenizer.json" for f in _folders(run_dir) if (f / "tokenizer.json").is_file()), None)
+
+
+def special_tokens(run_dir: Path) -> dict[str, Any]:
+    """bos/eos/pad token ids from an imported folder's generation_config.json or config.json ({} if none)."""
+    found: dict[str, Any] = {}
+    for folder in reversed(_folders(run_dir)):
+        for name in ("config.json", "generation_config.json"):  # the latter wins, as in transformers
+            path = folder / name
+            data = runs.read_json(path) if path.is_file() else {}
+            found.update({k: data[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+                          if isinstance(data.get(k), (int, list))})
+    return found
 
 
 def codec_for(run_dir: Path, spec: Any) -> Codec:

@@ -110,11 +110,13 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
 def _with_past(session: "_Session", compiled: Any, rep: parity.ParityReport) -> None:
     """--with-past: export/model_with_past.onnx, stepped in onnxruntime against the eager model."""
     from exporters import with_past
+
+    from .codecs import special_tokens
     job = session.job
     try:
         path = job.export_dir / with_past.FILE
         art = _found("onnx-with-past", path) if session.opts.verify else \
-            with_past.export(compiled, job.export_dir, job.config.opset, job.metadata)
+            with_past.export(compiled, job.export_dir, job.config.opset, job.metadata, special_tokens(job.export_dir.parent))
         session._tell(art)
         rep.artifacts.append(_artifact_row(art))
         check = with_past.check(compiled, path, job.config.atol, job.config.rtol)

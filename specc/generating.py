@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 from compiler.errors import SpecError, file_loc
 
 from . import runs
-from .codecs import Codec, StopText, codec_for, parse_ids
+from .codecs import Codec, StopText, codec_for, parse_ids, special_tokens
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,9 @@ class Token:
 class LanguageModel:
     """A causal LM run loaded once: its decoder (torch, or ONNX with past) and its codec."""
 
-    def __init__(self, run_dir: Path, decoder: Any, codec: Codec, vocab: int):
+    def __init__(self, run_dir: Path, decoder: Any, codec: Codec, vocab: int, eos: tuple[int, ...] = ()):
         self.run_dir, self.decoder, self.codec, self.vocab = run_dir, decoder, codec, vocab
+        self.eos = set(eos)  # an imported model's end-of-text ids: generation stops there, as transformers' does
 
     @classmethod
     def load(cls, target: Any = None, onnx: bool = False) -> "LanguageModel":
@@ -81,7 +82,9 @@ class LanguageModel:
         else:
             decoder = _torch_decoder(run_dir)
         vocab = decoder.vocab or _vocab_of(run_dir)
-        return cls(run_dir, decoder, codec_for(run_dir, spec), vocab)
+        eos = special_tokens(run_dir).get("eos_token_id")
+        return cls(run_dir, decoder, codec_for(run_dir, spec), vocab, tuple(eos if isinstance(eos, list) else
+                                                                              [] if eos is None else [eos]))
 
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         ids = list(prompt) if not isinstance(prompt, str) else self.codec.encode(prompt)
@@ -127,12 +130,12 @@ class LanguageModel:
 
     def _stops(self, stop: tuple[str, ...]) -> tuple[set[int], StopText]:
         if self.codec.kind != "ids":
-            return set(), StopText(stop)
+            return set(self.eos), StopText(stop)
         ids = [parse_ids(s, "--stop") for s in stop]
         if any(len(i) != 1 for i in ids):
             raise SpecError.at(file_loc("--stop"), "without a tokenizer, each --stop is one token id",
                                "--stop 50256 (repeat --stop for several)")
-        return {i[0] for i in ids}, StopText(())
+        return {i[0] for i in ids} | self.eos, StopText(())
 
 
 def stream(target: Any, prompt: str | Sequence[int], tokens: int = 100, sampling: Sampling | None = None,
