@@ -92,7 +92,7 @@ def _shard(path: Path, index_name: str, name: str) -> Path:
     shard = path / name
     if "/" in name or "\\" in name or name in ("", ".", "..") or not shard.is_file():
         m = _SHARD.fullmatch(name)
-        what = f"shard {m.group(2)} of {m.group(3)}" if m else "a weight file"
+        what = f"shard {int(m.group(2))} of {int(m.group(3))}" if m else "a weight file"
         raise _err(path / index_name, f"the index names {what}, '{name}', which is not in the folder",
                    "the download or copy is incomplete: fetch the missing shard, or save the model again")
     return shard

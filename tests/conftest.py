@@ -15,6 +15,7 @@ ZOO_SMALL = {
     "vit": {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64,
             "num_classes": 10},
     "gpt": {"vocab_size": 97, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
+    "gpt2": {"vocab_size": 97, "n_positions": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
 }
 SPEC_CASES = [(p, None) for p in SPECS] + [(p, ZOO_SMALL[p.stem]) for p in ZOO]  # (path, params)
 sys.path.insert(0, str(ROOT / "tests"))

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import specc
 from conftest import ZOO, ZOO_SMALL, invoke
-from refs import nanogpt
+from refs import hf_models, nanogpt
 from refs import torchvision_models as tv
 
 needs_tv = pytest.mark.skipif(not tv.available(), reason="torchvision (test-only dependency) not installed")
@@ -51,6 +51,8 @@ def reference(stem, params):
         return tv.vit(**{**VIT_DEFAULTS, **p})
     if stem == "gpt":
         return nanogpt.GPT(nanogpt.GPTConfig(**{**GPT_DEFAULTS, **p}))
+    if stem in hf_models.CLASSES:  # the params are the config's names (tests/test_hf.py tests these specs)
+        return hf_models.model(stem, p)
     raise AssertionError(stem)
 
 
@@ -59,6 +61,8 @@ def example(stem, params, batch=2):
     if stem == "gpt":
         p = {**GPT_DEFAULTS, **params}
         return torch.randint(0, p["vocab_size"], (batch, p["block_size"]), generator=g)
+    if stem in hf_models.CLASSES:
+        return torch.randint(0, params["vocab_size"], (batch, 8), generator=g)
     if stem == "vit":
         size = params.get("image_size", 224)
         return torch.randn(batch, 3, size, size, generator=g)
@@ -255,6 +259,7 @@ VARIANTS = {  # a second setting of each spec, to diff the ZOO_SMALL run against
     "mobilenet_v2": {"width_mult": 0.5, "num_classes": 10},
     "vit": {**ZOO_SMALL["vit"], "num_layers": 3, "image_size": 48},
     "gpt": {**ZOO_SMALL["gpt"], "n_layer": 3, "block_size": 64},
+    "gpt2": {**ZOO_SMALL["gpt2"], "n_layer": 3, "n_positions": 64},
 }
 
 
