@@ -65,6 +65,16 @@ def cli(tmp_path):
     return call
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models run fastest on one thread, and other load on a shared machine cannot stall OpenMP."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_configure(config):
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
     if workers > 1:  # one share of the cores each, not every worker spinning threads on all of them

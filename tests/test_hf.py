@@ -14,17 +14,10 @@ import specc
 from conftest import ROOT, ZOO_SMALL, invoke
 from refs import hf_models
 
-pytestmark = pytest.mark.skipif(not hf_models.available(), reason="transformers (test-only dependency) not installed")
+pytestmark = [pytest.mark.skipif(not hf_models.available(), reason="transformers (test-only dependency) not installed"),
+              pytest.mark.usefixtures("one_thread")]
 SPEC = {stem: ROOT / "specs/zoo" / f"{stem}.yaml" for stem in hf_models.CLASSES}
 TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def n_params(m):
@@ -136,6 +129,13 @@ def gpt2_folder(tmp_path, shard=None):
     return hf_models.save(ref, tmp_path / "gpt2", shard)
 
 
+def edit_config(folder, **changes):
+    """Rewrite config.json with `changes` (None deletes a field)."""
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}, indent=2))
+
+
 def refused(tmp_path, *args):
     r = invoke("build", *args, "--out", tmp_path / "run", cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
@@ -182,9 +182,7 @@ def test_shards_without_their_index(tmp_path):
 
 def test_config_field_the_spec_needs_but_the_file_lacks(tmp_path):
     folder = gpt2_folder(tmp_path)
-    config = json.loads((folder / "config.json").read_text())
-    del config["n_embd"]
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    edit_config(folder, n_embd=None)
     err = refused(tmp_path, SPEC["gpt2"], "--weights", folder)
     line = next(n for n, t in enumerate(SPEC["gpt2"].read_text().splitlines(), 1) if t.strip().startswith("n_embd: n_embd"))
     assert err == (f"{folder / 'config.json'}: error: config.json has no 'n_embd', which the spec needs for its param "
@@ -193,9 +191,7 @@ def test_config_field_the_spec_needs_but_the_file_lacks(tmp_path):
 
 def test_folder_of_another_model_type_names_both(tmp_path):
     folder = gpt2_folder(tmp_path)
-    config = json.loads((folder / "config.json").read_text())
-    config["model_type"] = "bert"
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    edit_config(folder, model_type="bert")
     err = refused(tmp_path, SPEC["gpt2"], "--weights", folder)
     assert err.splitlines()[0].endswith(f": error: the folder's model_type is 'bert', but {SPEC['gpt2']} reads 'gpt2'")
     assert err.startswith(f"{folder / 'config.json'}:")
@@ -204,9 +200,7 @@ def test_folder_of_another_model_type_names_both(tmp_path):
 
 def test_config_value_the_spec_does_not_implement(tmp_path):
     folder = gpt2_folder(tmp_path)
-    config = json.loads((folder / "config.json").read_text())
-    config["activation_function"] = "relu"
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    edit_config(folder, activation_function="relu")
     err = refused(tmp_path, SPEC["gpt2"], "--weights", folder)
     assert f"error: config.json's activation_function is 'relu', which {SPEC['gpt2']} does not implement (it reads " \
            "'gelu_new')" in err
