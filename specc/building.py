@@ -93,6 +93,19 @@ def build_run(source: Any, params: Any = None, out: str | os.PathLike | None = N
     return BuildResult(compiled, run_dir)
 
 
+def ensure_built(spec: Spec, run_dir: Path, origin: str) -> None:
+    """Build `run_dir` from `spec` unless it already holds exactly this spec. A run trained from a
+    different version of the spec is never replaced here."""
+    if runs.is_run(run_dir):
+        old = runs.load(run_dir)
+        if old.hash == spec.hash:
+            return
+        if runs.has_checkpoints(run_dir):
+            raise SpecError.at(file_loc(str(run_dir)), f"{run_dir} was trained from a different version of {origin}",
+                               f"use the run itself ({run_dir}), or start it over with --force")
+    build_run(spec, out=run_dir, force=True, origin=origin)
+
+
 def compile_run(run_dir: Path) -> Compiled:
     """A run's model with the weights it holds (trained, imported or initial), without rebuilding it."""
     compiled = compile_spec(runs.load_run(run_dir))

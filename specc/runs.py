@@ -152,17 +152,3 @@ def run_of(target: Any, params: Any = None) -> tuple[Path | None, Spec, str]:
     if is_run(path):
         return path, load_run(path, params), str(path)
     return None, load(path, params), str(path)
-
-
-def ensure_built(spec: Spec, run_dir: Path, origin: str) -> None:
-    """Build `run_dir` from `spec` unless it already holds exactly this spec. A run trained from a
-    different version of the spec is never replaced here."""
-    if is_run(run_dir):
-        old = load(run_dir)
-        if old.hash == spec.hash:
-            return
-        if has_checkpoints(run_dir):
-            raise SpecError.at(file_loc(str(run_dir)), f"{run_dir} was trained from a different version of {origin}",
-                               f"use the run itself ({run_dir}), or start it over with --force")
-    from .building import build_run
-    build_run(spec, out=run_dir, force=True, origin=origin)
