@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, TypeVar
 
+from . import dimexpr
+
 V = TypeVar("V")
 
 
@@ -31,6 +33,9 @@ class Emitter(Protocol[V]):
     def size(self, x: V, dim: int) -> V: ...          # x.size(dim)
     def attr(self, x: V, name: str) -> V: ...         # x.device, x.dtype
     def dim(self, symbol: str) -> V: ...              # the run-time size of a symbolic dim
+    def arith(self, op: str, a: Any, b: Any) -> V: ...  # a + b, a - b, a * b, a // b of sizes
+    def dtype(self, name: str) -> V: ...              # torch.float32 for 'float32'
+    def device(self) -> V: ...                        # where a tensor made from nothing goes (None: default)
     def call(self, call: Call) -> V: ...              # a helper value (a causal mask, say)
 
 
@@ -43,11 +48,23 @@ def plain(e: Emitter, xs: list, args: dict, op: Any) -> Call:
 
 
 def binary(e: Emitter, xs: list, args: dict, op: Any) -> Call:
-    """`torch.add(a, b)` or `torch.add(a, other)`."""
+    """`torch.add(a, b)`, `torch.add(a, other)`, or `torch.pow(input, a)` with a number on the left."""
     kwargs = dict(args)
-    if "other" in kwargs:
+    if kwargs.get("other") is not None:
         return Call("function", op.target, (xs[0], kwargs.pop("other")), kwargs)
+    kwargs.pop("other", None)
+    if kwargs.get("input") is not None:
+        return Call("function", op.target, (kwargs.pop("input"), xs[0]), kwargs)
+    kwargs.pop("input", None)
     return Call("function", op.target, (xs[0], xs[1]), kwargs)
+
+
+def size(e: Emitter, value: Any) -> Any:
+    """A size argument at run time: an int as it is, a dim or an expression of dims (`time - 1`)
+    through the backend."""
+    if not isinstance(value, str):
+        return value
+    return dimexpr.evaluate(dimexpr.parse(value), e.dim, e.arith)
 
 
 def sequence(e: Emitter, xs: list, args: dict, op: Any) -> Call:
@@ -59,7 +76,7 @@ def sized(key: str, method: bool = False) -> Convention:
     """reshape (`torch.reshape(x, shape=[...])`) and expand (`x.expand([...])`): symbolic names in
     the size list become run-time sizes."""
     def bind(e: Emitter, xs: list, args: dict, op: Any) -> Call:
-        sizes = [e.dim(d) if isinstance(d, str) else d for d in args[key]]
+        sizes = [size(e, d) for d in args[key]]
         if method:
             return Call("method", op.target, (xs[0], sizes), {})
         return Call("function", op.target, (xs[0],), {key: sizes})
@@ -84,17 +101,64 @@ def einsum(e: Emitter, xs: list, args: dict, op: Any) -> Call:
     return Call("function", op.target, (args["equation"], *_trim(xs)), {})
 
 
+def _made(e: Emitter, args: dict) -> dict:
+    """`dtype=` and `device=` for a tensor a node makes: its dtype if given, on the backend's device."""
+    kwargs = {"dtype": e.dtype(args["dtype"])} if args.get("dtype") else {}
+    device = e.device()
+    return kwargs if device is None else dict(kwargs, device=device)
+
+
 def arange(e: Emitter, xs: list, args: dict, op: Any) -> Call:
-    """Positions 0 .. n-1 along `dim` of the input, as int64 on the input's device."""
-    return Call("function", "torch.arange", (e.size(xs[0], args["dim"]),), {"device": e.attr(xs[0], "device")})
+    """Positions 0 .. n-1 along `dim` of the input (int64, on the input's device), or a plain range
+    `start, end, step` whose bounds may be dims and expressions of them."""
+    if xs and xs[0] is not None:
+        kwargs = {"dtype": e.dtype(args["dtype"])} if args.get("dtype") else {}
+        return Call("function", "torch.arange", (e.size(xs[0], args["dim"]),),
+                    dict(kwargs, device=e.attr(xs[0], "device")))
+    bounds = (size(e, args.get("start", 0)), size(e, args["end"]), size(e, args.get("step", 1)))
+    return Call("function", "torch.arange", bounds, _made(e, args))
+
+
+def full(e: Emitter, xs: list, args: dict, op: Any) -> Call:
+    """`torch.full(shape, fill_value)`; the shape may name dims and expressions of them."""
+    return Call("function", "torch.full", ([size(e, d) for d in args["shape"]], args["fill_value"]), _made(e, args))
+
+
+def like(e: Emitter, xs: list, args: dict, op: Any) -> Call:
+    """`torch.zeros_like(x)`, with a dtype when one is given."""
+    return Call("function", op.target, (xs[0],), {"dtype": e.dtype(args["dtype"])} if args.get("dtype") else {})
+
+
+def cast(e: Emitter, xs: list, args: dict, op: Any) -> Call:
+    """`x.to(torch.float32)`."""
+    return Call("method", "to", (xs[0], e.dtype(args["dtype"])), {})
+
+
+def narrow(e: Emitter, xs: list, args: dict, op: Any) -> Call:
+    """`torch.narrow(x, dim, start, length)`; start and length may be dims and expressions of them."""
+    return Call("function", op.target, (xs[0], args["dim"], size(e, args["start"]), size(e, args["length"])), {})
+
+
+def _along(dim: int, index: Any) -> tuple:
+    """The subscript that puts `index` at `dim`: `(:, :, index)` or `(..., index, :)`."""
+    return (slice(None),) * dim + (index,) if dim >= 0 else (Ellipsis, index) + (slice(None),) * (-dim - 1)
 
 
 def slicing(e: Emitter, xs: list, args: dict, op: Any) -> Call:
-    """`x[:, start:end:step]` along `dim`."""
-    dim = args["dim"]
-    index = (slice(None),) * dim + (slice(args.get("start"), args.get("end"), args.get("step")),) if dim >= 0 else \
-        (Ellipsis, slice(args.get("start"), args.get("end"), args.get("step"))) + (slice(None),) * (-dim - 1)
-    return Call("getitem", "", (xs[0], index), {})
+    """`x[:, start:end:step]` along `dim`; bounds may be dims and expressions of them."""
+    bounds = (size(e, args.get(k)) if args.get(k) is not None else None for k in ("start", "end", "step"))
+    return Call("getitem", "", (xs[0], _along(args["dim"], slice(*bounds))), {})
+
+
+def index_select(e: Emitter, xs: list, args: dict, op: Any) -> Call:
+    """`x[:, index]`: the entries of x at `index` along `dim` (a table's rows by position ids);
+    index may have any shape, and its dims take the place of `dim`."""
+    return Call("getitem", "", (xs[0], _along(args.get("dim", 0), xs[1])), {})
+
+
+def meshgrid(e: Emitter, xs: list, args: dict, op: Any) -> Call:
+    """`torch.meshgrid([a, b], indexing='ij')`: the indexing always said, as torch asks."""
+    return Call("function", op.target, (list(_trim(xs)),), {"indexing": args.get("indexing", "ij")})
 
 
 def tensor(e: Emitter, xs: list, args: dict, op: Any) -> Call:

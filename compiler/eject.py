@@ -18,7 +18,8 @@ from typing import Any
 from . import inits
 from .calls import Call
 from .graph import GNode, Item, Scope, Val
-from .lower import class_name
+from . import dimexpr, fold
+from .lower import class_name, origin
 from .shapes import TypedGraph
 
 _RESERVED = {"self", "torch", "nn", "F", "math", "typing", "layer", "layers", "block", "super", "range", "list"}
@@ -85,8 +86,8 @@ class _Names:
 class _CodeEmitter:
     """The eject backend of `calls.Emitter`: every request is a Python expression."""
 
-    def __init__(self, typed: TypedGraph, node: GNode, names: _Names):
-        self.typed, self.node, self.names = typed, node, names
+    def __init__(self, typed: TypedGraph, node: GNode, names: _Names, at_build: bool = False):
+        self.typed, self.node, self.names, self.at_build = typed, node, names, at_build
 
     def size(self, x: str, dim: int) -> Code:
         return Code(f"{x}.size({dim})")
@@ -98,6 +99,18 @@ class _CodeEmitter:
         v, axis, (op, k) = self.typed.dim_source(self.node, symbol)  # type: ignore[misc]
         size = f"{self.names.expr(v)}.size({axis})"
         return Code(size if not op else f"{size} {op} {k}")
+
+    def arith(self, op: str, a: Any, b: Any) -> Any:
+        if isinstance(a, int) and isinstance(b, int) and not isinstance(a, Code):
+            return dimexpr.compute(op, a, b)
+        return Code(f"({lit(a)} {op} {lit(b)})")
+
+    def dtype(self, name: str) -> Code:
+        return Code(f"torch.{name}")
+
+    def device(self) -> Code | None:
+        x = None if self.at_build else origin(self.typed, self.node)  # constants are made on the CPU, then moved
+        return None if x is None else Code(f"{self.names.expr(x)}.device")
 
     def call(self, call: Call) -> Code:
         return Code(render(call, ""))
@@ -125,6 +138,28 @@ class _Ejector:
         self.sources: list[str] = []
         self.imports: set[str] = set()
         self.helpers: dict[str, str] = {}  # specc's own modules, copied into the file
+        self.folded = fold.plan(typed.graph)
+
+    def constants(self) -> list[str]:
+        """The top class's __init__ lines that compute the constants (see `fold`) and register the
+        stored ones as non-persistent buffers where the compiled module has them."""
+        names, lines = _Names(), []
+        for node in self.typed.graph.nodes:
+            if node.path not in self.folded.constant:
+                continue
+            if node.op.kind == "tensor":
+                names.bind(Val(node.path), f"self.get_buffer({node.path!r})")
+                continue
+            local = names.local(re.sub(r"\W", "_", node.path))
+            ins = [None if v is None else Code(names.expr(v)) for v in node.inputs]
+            call = node.op.bind(_CodeEmitter(self.typed, node, names, at_build=True), ins, node.args, node.op)
+            lines.append(f"{local} = {render(call, '')}")
+            names.bind(Val(node.path), local)
+            if node.path in self.folded.stored:
+                owner, _, leaf = node.path.rpartition(".")
+                at = f"self.get_submodule({owner!r})" if owner else "self"
+                lines.append(f"{at}.register_buffer({leaf!r}, {local}, persistent=False)")
+        return ["# computed once from the spec: non-persistent buffers, as the compiled model's"] + lines if lines else []
 
     def class_for(self, scope: Scope, top: bool = False) -> tuple[str, list[tuple[Val, str]]]:
         names = _Names(closed=scope.kind != "group")
@@ -188,7 +223,8 @@ class _ClassWriter:
             self.item(item)
         outs = [self.names.expr(v) for v in self.scope.outputs]
         self.body.append("return " + ", ".join(outs))
-        if self.scope.kind == "top":  # the shared tensors, once every child exists
+        if self.scope.kind == "top":  # the constants and the shared tensors, once every child exists
+            self.init += self.ej.constants()
             self.init += [f"self.get_submodule({n.path!r}).{t.param} = self.get_parameter({t.key!r})"
                           for n in self.ej.typed.graph.nodes for t in n.ties]
         params += [name for _, name in self.names.free]
@@ -230,6 +266,10 @@ class _ClassWriter:
     def op_item(self, item: Item, local: str) -> None:
         node = item.nodes[0]
         kind = node.op.kind
+        if kind == "function" and node.path in self.ej.folded.constant:
+            if node.path in self.ej.folded.stored:  # computed at build: read the buffer
+                self.body.append(f"{local} = {self.attr(item.keys[0])}")
+            return
         if kind == "function":
             for i, n in enumerate(item.nodes):
                 ins = [None if v is None else Code(self.names.expr(v)) for v in n.inputs] if i == 0 else [Code(local)]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import dimexpr
 from .calls import Call
 from .errors import first_line
 from .graph import GNode
@@ -32,16 +33,27 @@ class _MetaEmitter:
 
     def dim(self, symbol: str) -> int:
         node = self.node
+        loc = _size_loc(node, symbol)
         if symbol not in self.sample:
-            loc = next((node.arg_locs[k] for k in ("shape", "size") if k in node.arg_locs), None)
             raise ShapeError(f"{node.op.name} '{node.path}' names dim '{symbol}', which no input declares",
                              f"symbolic dims: {', '.join(self.symbols) or 'none'}; or use -1", loc)
         if dim_source(node, symbol, self.shape_of) is None:
-            loc = next((node.arg_locs[k] for k in ("shape", "size") if k in node.arg_locs), None)
             raise ShapeError(f"{node.op.name} '{node.path}' names dim '{symbol}', which neither its input nor its "
                              "block's inputs carry", "use -1 for that dim, or pass a tensor that has it into the block",
                              loc)
         return self.sample[symbol]
+
+    def arith(self, op: str, a: int, b: int) -> int:
+        try:
+            return dimexpr.compute(op, a, b)
+        except dimexpr.DimExprError as e:
+            raise ShapeError(f"{_desc(self.node)}: {e}", "check the size expression", _size_loc(self.node, "//")) from None
+
+    def dtype(self, name: str) -> torch.dtype:
+        return DTYPES[name]
+
+    def device(self) -> torch.device:
+        return torch.device("meta")  # sizes are samples: a tensor made from nothing must cost nothing
 
     def call(self, call: Call) -> Any:
         return run_call(call, None, None)
@@ -259,6 +271,15 @@ def _memo_key(node: GNode, xa: list, xb: list) -> Any:
     except TypeError:
         return None
     return (node.op.name, node.op.target, args, _sig(xa), _sig(xb), tuple(v is None for v in node.inputs))
+
+
+def _size_loc(node: GNode, text: str) -> Any:
+    """Where a size argument holding `text` (a dim name, or an operator) is written, if one does."""
+    for k in node.op.sizes:
+        v = node.args.get(k)
+        if any(isinstance(x, str) and text in x for x in (v if isinstance(v, list) else [v])):
+            return node.arg_locs.get(k)
+    return next((node.arg_locs[k] for k in node.op.sizes if k in node.arg_locs), None)
 
 
 def _desc(node: GNode) -> str:

@@ -51,7 +51,7 @@ def problem(init: Any, dtype: str = "float32", rank: int | None = None) -> tuple
         return f"init {name} takes a gain > 0, got {value!r}", f"{{{name}: 1.0}}"
     if name in _MODE and value not in (None, "fan_in", "fan_out"):
         return f"init {name} takes fan_in or fan_out, got {value!r}", f"{{{name}: fan_out}}"
-    if dtype != "float32" and name in _FLOAT_ONLY:
+    if not dtype.startswith(("float", "bfloat")) and name in _FLOAT_ONLY:
         return f"init {name} draws floats; this tensor is {dtype}", "use zeros, ones or {constant: v}"
     if rank is not None and rank < 2 and name in _GAIN + _MODE:
         return f"init {name} needs a tensor of 2 or more dims (fan in and out); this one has {rank}", \

@@ -314,13 +314,17 @@ class _NodeCheck:
     def other(self, args: dict[str, Node], n_refs: int) -> None:
         op = self.op
         assert op is not None
-        if n_refs == op.required and "other" not in args:
+        numbers = [k for k in ("other", "input") if k in args and k in op.args]  # `input:` a number on the left
+        if n_refs == op.required and not numbers:
             count = {1: "one input", 2: "two inputs"}.get(n_refs, f"{n_refs} inputs")
             self.c.error(self.raw.loc, f"{op.name} with {count} needs 'other'",
                          "add other: 2.0, or give one more ref in from:")
-        if n_refs > op.required and "other" in args:
-            self.c.error(self.arg_locs.get("other", self.raw.loc), f"{op.name} has {n_refs} inputs; 'other' would "
-                         "be one more", "drop other:, or give one ref less in from:")
+        if n_refs > op.required and numbers:
+            self.c.error(self.arg_locs.get(numbers[0], self.raw.loc), f"{op.name} has {n_refs} inputs; "
+                         f"'{numbers[0]}' would be one more", f"drop {numbers[0]}:, or give one ref less in from:")
+        if len(numbers) == 2:
+            self.c.error(self.arg_locs.get("input", self.raw.loc), f"{op.name} takes one number: other: (on the "
+                         "right) or input: (on the left), not both", "drop one of them")
 
     def block_call(self, args: dict[str, Node], refs: tuple[Ref, ...] | None) -> None:
         b = self.owner.blocks[self.block]  # type: ignore[index]

@@ -16,10 +16,11 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from . import inits
+from . import dimexpr, fold, inits
 from .calls import Call
+from .fold import owner_of
 from .graph import GNode, Val
-from .shapes import DTYPES, TypedGraph
+from .shapes import DTYPES, TypedGraph, dim_source
 from .targets import resolve
 
 _UNSAFE = re.compile(r"[^0-9A-Za-z_]")
@@ -31,19 +32,6 @@ def class_name(spec_name: str) -> str:
     parts = [p for p in re.split(r"[-_]+", spec_name) if p]
     name = "".join(p[:1].upper() + p[1:] for p in parts) or "Model"
     return name if name[0].isalpha() else "M" + name
-
-
-def _owner(root: nn.Module, path: str) -> tuple[nn.Module, str]:
-    """The module that holds `path`'s last part, created as empty containers where needed."""
-    *parents, leaf = path.split(".")
-    owner = root
-    for p in parents:
-        child = owner._modules.get(p)
-        if child is None:
-            child = nn.Module()
-            owner.add_module(p, child)
-        owner = child
-    return owner, leaf
 
 
 def make_tensor(args: dict[str, Any]) -> torch.Tensor:
@@ -61,7 +49,7 @@ def build_modules(typed: TypedGraph, empty: bool = False) -> nn.Module:
     where = torch.device("meta") if empty else contextlib.nullcontext()
     for node in typed.graph.nodes:
         args = typed.info[node.path].args
-        owner, leaf = (None, "") if node.op.kind == "function" else _owner(root, node.path)
+        owner, leaf = (None, "") if node.op.kind == "function" else owner_of(root, node.path)
         if node.op.kind == "module":
             kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in node.op.ctor_args(args).items()}
             with where:
@@ -79,6 +67,19 @@ def build_modules(typed: TypedGraph, empty: bool = False) -> nn.Module:
         for tie in node.ties:
             setattr(root.get_submodule(node.path), tie.param, root.get_parameter(tie.key))
     return root
+
+
+def origin(typed: TypedGraph, node: GNode) -> Val | None:
+    """The value whose device a tensor made by `node` takes: its first input, else the value its
+    first named dim is read from, else its block's first input (None: nothing to follow)."""
+    if node.given:
+        return node.given[0]
+    for k in node.op.sizes:
+        for symbol in dimexpr.symbols_in(node.args.get(k)):
+            source = dim_source(node, symbol, typed.shape_of)
+            if source is not None:
+                return source[0]
+    return node.scope_inputs[0] if node.scope_inputs else None
 
 
 class _FxEmitter:
@@ -99,6 +100,18 @@ class _FxEmitter:
         v, axis, (op, k) = source
         size = self.size(self.get(v), axis)
         return size if not op else self.g.call_function(_ARITH[op], (size, k))
+
+    def arith(self, op: str, a: Any, b: Any) -> Any:
+        if isinstance(a, int) and isinstance(b, int):
+            return dimexpr.compute(op, a, b)
+        return self.g.call_function(_ARITH[op], (a, b))
+
+    def dtype(self, name: str) -> torch.dtype:
+        return DTYPES[name]
+
+    def device(self) -> fx.Node | None:
+        x = origin(self.typed, self.node)
+        return None if x is None else self.attr(self.get(x), "device")
 
     def call(self, call: Call) -> fx.Node:
         return emit(self.g, call, self.node.path, None)
@@ -135,8 +148,14 @@ def lower(typed: TypedGraph, root: nn.Module | None = None) -> fx.GraphModule:
                                        name=f"{base.name}_{v.index}")
         return items[key]
 
+    folded = fold.plan(graph)
+    if folded.stored:
+        fold.fold(typed, root, folded)
     for node in graph.nodes:
-        call = node.op.bind(_FxEmitter(g, typed, node, get), [get(v) for v in node.inputs], node.args, node.op)
+        if folded.skipped(node.path):
+            continue  # a step towards a constant: computed at build, never at run time
+        call = Call("tensor") if node.path in folded.stored else \
+            node.op.bind(_FxEmitter(g, typed, node, get), [get(v) for v in node.inputs], node.args, node.op)
         fx_node = emit(g, call, node.path, _UNSAFE.sub("_", node.path))
         fx_node.meta["specc_path"] = node.path
         fx_node.meta["specc_loc"] = node.loc
@@ -145,8 +164,8 @@ def lower(typed: TypedGraph, root: nn.Module | None = None) -> fx.GraphModule:
     g.output(outs[0] if len(outs) == 1 else tuple(outs))
     gm = fx.GraphModule(root, g, class_name=class_name(graph.name))
     for node in graph.nodes:  # GraphModule re-registers buffers as persistent: mark the others again
-        if node.op.name == "Buffer" and not node.args.get("persistent", True):
-            owner, leaf = _owner(gm, node.path)
+        if node.op.name == "Buffer" and not node.args.get("persistent", True) or node.path in folded.stored:
+            owner, leaf = owner_of(gm, node.path)
             owner._non_persistent_buffers_set.add(leaf)
     gm.graph.lint()
     gm.specc_output_names = [n for n, _ in graph.outputs]

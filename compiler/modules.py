@@ -14,12 +14,13 @@ import torch.nn.functional as F
 class ScaledDotProductAttention(nn.Module):
     """`F.scaled_dot_product_attention` whose dropout applies in training only (as nanoGPT's)."""
 
-    def __init__(self, dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None) -> None:
+    def __init__(self, dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+                 enable_gqa: bool = False) -> None:
         super().__init__()
-        self.dropout_p, self.is_causal, self.scale = dropout_p, is_causal, scale
+        self.dropout_p, self.is_causal, self.scale, self.enable_gqa = dropout_p, is_causal, scale, enable_gqa
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask,
                                               dropout_p=self.dropout_p if self.training else 0.0,
-                                              is_causal=self.is_causal, scale=self.scale)
+                                              is_causal=self.is_causal, scale=self.scale, enable_gqa=self.enable_gqa)

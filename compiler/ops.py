@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from . import calls
 from .catalog import REQUIRED, module_args
+from .spec import DTYPES
 
 FORMATS = ("torchscript", "pt2", "compile", "onnx")
 
@@ -36,6 +37,15 @@ class Infer:
     dim: int
 
 
+@dataclass(frozen=True)
+class Problem:
+    """What `OpDef.validate` finds wrong with a node's arguments: located at `arg` (else the node)."""
+
+    message: str
+    hint: str
+    arg: str = ""
+
+
 Outputs = Any  # int, or a function of the node's args giving an int (None: it depends on the input's shape)
 
 
@@ -53,6 +63,8 @@ class OpDef:
     bind: calls.Convention = calls.plain
     call_args: frozenset[str] = frozenset()  # module args passed in forward(), not to the constructor
     specialize: Callable[[dict], "OpDef"] | None = field(default=None, compare=False)
+    validate: Callable[[dict, int], "Problem | None"] | None = field(default=None, compare=False)
+    sizes: tuple[str, ...] = ()  # arguments that may hold dims and expressions of them (`end: time - 1`)
     formats: frozenset = frozenset(FORMATS)
     doc: str = ""
     plugin: str = ""  # the distribution that registered it
@@ -136,6 +148,24 @@ class _Fn:
     outputs: Outputs = 1
     bind: calls.Convention = calls.plain
     specialize: Callable[[dict], OpDef] | None = None
+    validate: Callable[[dict, int], Problem | None] | None = None
+    sizes: tuple[str, ...] = ()
+
+
+def problems(op: OpDef, args: dict, n_inputs: int) -> list[Problem]:
+    """What is wrong with a node's evaluated arguments beyond their types: size texts that are not
+    dim expressions, and the op's own rules (clamp needs a bound, ...)."""
+    from .dimexpr import DimExprError, parse
+    found = []
+    for k in op.sizes:
+        for v in args.get(k) if isinstance(args.get(k), list) else [args.get(k)]:
+            try:
+                parse(v) if isinstance(v, str) else None
+            except DimExprError as e:
+                found.append(Problem(str(e), "a size is an int, a dim (time) or an expression such as time - 1; "
+                                     "params go in ${...}", k))
+    bad = op.validate(args, n_inputs) if op.validate is not None and not found else None
+    return found + ([bad] if bad is not None else [])
 
 
 def _a(name: str, type_: str, default: Any = REQUIRED) -> Arg:
@@ -143,12 +173,46 @@ def _a(name: str, type_: str, default: Any = REQUIRED) -> Arg:
 
 
 _OTHER = (_a("other", "int | float", None),)
+_LEFT = (_a("input", "int | float", None),)  # a number on the left: `{op: pow, input: 10000.0}` is 10000 ** x
 _DIMS = "int | [int, ...] | null"
+_SIZE = "int | str"  # an int, a dim, or an expression of dims (`time - 1`)
 _SIZES = "[int | str, ...]"
+DTYPE = " | ".join(repr(d) for d in DTYPES)
 
 
-def _binary(target: str, doc: str) -> _Fn:
-    return _Fn(target, doc, _OTHER, ("input", "other"), 1, bind=calls.binary)
+def _binary(target: str, doc: str, left: bool = False) -> _Fn:
+    return _Fn(target, doc, _OTHER + (_LEFT if left else ()), ("input", "other"), 1, bind=calls.binary)
+
+
+def _compare(target: str, sign: str) -> _Fn:
+    return _binary(target, f"a {sign} b, or a {sign} other (bool)")
+
+
+def _clamp_bounds(args: dict, n_inputs: int) -> Problem | None:
+    if args.get("min") is None and args.get("max") is None:
+        return Problem("clamp needs min, max or both", "add min: 0.0 or max: 1.0")
+    return None
+
+
+def _arange_form(args: dict, n_inputs: int) -> Problem | None:
+    """arange is positions along `dim` of its input, or a range up to `end:`; not both, not neither."""
+    if n_inputs:
+        if args.get("dim") is None:
+            return Problem("arange of an input needs dim: the positions along that dim", "add dim: 1")
+        extra = next((k for k in ("start", "end", "step") if k in args), "")
+        if extra:
+            return Problem(f"arange of an input counts along dim; {extra}: belongs to a plain range",
+                           "drop from: for a range start..end, or drop " + extra, extra)
+        return None
+    if args.get("end") is None:
+        return Problem("arange needs end: (a range start..end), or from: an input and dim: (its positions)",
+                       "add end: time, or from: x and dim: 1")
+    if "dim" in args:
+        return Problem("dim: is for arange of an input (its positions along that dim)",
+                       "add from: x, or drop dim:", "dim")
+    if args.get("step") == 0:
+        return Problem("arange's step must not be 0", "step: 1", "step")
+    return None
 
 
 def _unary(target: str, doc: str, *args: Arg) -> _Fn:
@@ -170,11 +234,11 @@ def _sdpa_variant(args: dict) -> OpDef:
 
 
 FUNCTIONS: dict[str, _Fn] = {
-    "add": _binary("torch.add", "a + b, or a + other"),
-    "sub": _binary("torch.sub", "a - b, or a - other"),
-    "mul": _binary("torch.mul", "a * b, or a * other"),
-    "div": _binary("torch.div", "a / b, or a / other"),
-    "pow": _binary("torch.pow", "a ** b, or a ** other"),
+    "add": _binary("torch.add", "a + b, a + other, or input + a", left=True),
+    "sub": _binary("torch.sub", "a - b, a - other, or input - a", left=True),
+    "mul": _binary("torch.mul", "a * b, a * other, or input * a", left=True),
+    "div": _binary("torch.div", "a / b, a / other, or input / a", left=True),
+    "pow": _binary("torch.pow", "a ** b, a ** other, or input ** a (a number's powers)", left=True),
     "maximum": _Fn("torch.maximum", "element-wise max of a and b", slots=("input", "other"), required=2),
     "minimum": _Fn("torch.minimum", "element-wise min of a and b", slots=("input", "other"), required=2),
     "matmul": _Fn("torch.matmul", "a @ b", slots=("input", "other"), required=2),
@@ -182,10 +246,10 @@ FUNCTIONS: dict[str, _Fn] = {
                   variadic=True, bind=calls.einsum),
     "transpose": _unary("torch.transpose", "swap two dims", _a("dim0", "int"), _a("dim1", "int")),
     "permute": _unary("torch.permute", "reorder dims", _a("dims", "[int, ...]")),
-    "reshape": _Fn("torch.reshape", "reshape; symbolic dims may be named", (_a("shape", _SIZES),),
-                   bind=calls.sized("shape")),
+    "reshape": _Fn("torch.reshape", "reshape; dims and expressions of them may be named", (_a("shape", _SIZES),),
+                   bind=calls.sized("shape"), sizes=("shape",)),
     "expand": _Fn("expand", "broadcast size-1 dims (x.expand); -1 keeps a dim, symbolic dims may be named",
-                  (_a("size", _SIZES),), bind=calls.sized("size", method=True)),
+                  (_a("size", _SIZES),), bind=calls.sized("size", method=True), sizes=("size",)),
     "flatten": _unary("torch.flatten", "flatten dims start_dim..end_dim", _a("start_dim", "int", 0),
                       _a("end_dim", "int", -1)),
     "cat": _Fn("torch.cat", "concatenate along dim", (_a("dim", "int", 0),), ("tensors",), variadic=True,
@@ -200,13 +264,43 @@ FUNCTIONS: dict[str, _Fn] = {
     "unbind": _Fn("torch.unbind", "every slice along dim; a tuple", (_a("dim", "int", 0),), outputs=lambda a: None),
     "select": _unary("torch.select", "the slice at index along dim (the dim goes away)", _a("dim", "int"),
                      _a("index", "int")),
-    "narrow": _unary("torch.narrow", "length elements from start along dim", _a("dim", "int"), _a("start", "int"),
-                     _a("length", "int")),
-    "slice": _Fn("operator.getitem", "x[..., start:end:step] along dim",
-                 (_a("dim", "int"), _a("start", "int | null", None), _a("end", "int | null", None),
-                  _a("step", "int | null", None)), bind=calls.slicing),
-    "arange": _Fn("torch.arange", "positions 0 .. n-1 along dim of the input (int64)", (_a("dim", "int"),),
-                  bind=calls.arange),
+    "narrow": _Fn("torch.narrow", "length elements from start along dim (start, length: dims allowed)",
+                  (_a("dim", "int"), _a("start", _SIZE), _a("length", _SIZE)), bind=calls.narrow,
+                  sizes=("start", "length")),
+    "slice": _Fn("operator.getitem", "x[..., start:end:step] along dim (bounds: dims allowed, `end: time - 1`)",
+                 (_a("dim", "int"), _a("start", "int | str | null", None), _a("end", "int | str | null", None),
+                  _a("step", "int | null", None)), bind=calls.slicing, sizes=("start", "end")),
+    "arange": _Fn("torch.arange", "positions 0 .. n-1 along dim of the input (int64), or, without from:, the range "
+                  "start, start+step, .. < end (dims allowed)",
+                  (_a("dim", "int | null", None), _a("start", _SIZE, 0), _a("end", "int | str | null", None),
+                   _a("step", "int", 1), _a("dtype", DTYPE + " | null", None)), ("input",), 0,
+                  bind=calls.arange, validate=_arange_form, sizes=("start", "end")),
+    "full": _Fn("torch.full", "a tensor of shape (dims and expressions allowed) filled with fill_value",
+                (_a("shape", _SIZES), _a("fill_value", "int | float | bool"), _a("dtype", DTYPE + " | null", None)),
+                (), 0, bind=calls.full, sizes=("shape",)),
+    "zeros_like": _Fn("torch.zeros_like", "zeros of the input's shape (and dtype, unless given)",
+                      (_a("dtype", DTYPE + " | null", None),), bind=calls.like),
+    "ones_like": _Fn("torch.ones_like", "ones of the input's shape (and dtype, unless given)",
+                     (_a("dtype", DTYPE + " | null", None),), bind=calls.like),
+    "to": _Fn("to", "the input cast to dtype (x.to)", (_a("dtype", DTYPE),), bind=calls.cast),
+    "index_select": _Fn("torch.index_select", "entries of input at index (int64, any shape) along dim: x[:, index]",
+                        (_a("dim", "int", 0),), ("input", "index"), 2, bind=calls.index_select),
+    "meshgrid": _Fn("torch.meshgrid", "coordinate grids of 1-D inputs; a tuple, one grid per input",
+                    (_a("indexing", "'ij' | 'xy'", "ij"),), ("tensors",), variadic=True, outputs=lambda a: None,
+                    bind=calls.meshgrid),
+    "repeat_interleave": _unary("torch.repeat_interleave", "each element repeats times along dim",
+                                _a("repeats", "int"), _a("dim", "int")),
+    "cumsum": _unary("torch.cumsum", "running sum along dim", _a("dim", "int")),
+    "outer": _Fn("torch.outer", "outer product of two 1-D inputs", slots=("input", "vec2"), required=2),
+    "tril": _unary("torch.tril", "the lower triangle (on and below diagonal) of the last two dims",
+                   _a("diagonal", "int", 0)),
+    "triu": _unary("torch.triu", "the upper triangle (on and above diagonal) of the last two dims",
+                   _a("diagonal", "int", 0)),
+    "eq": _compare("torch.eq", "=="), "ne": _compare("torch.ne", "!="), "lt": _compare("torch.lt", "<"),
+    "le": _compare("torch.le", "<="), "gt": _compare("torch.gt", ">"), "ge": _compare("torch.ge", ">="),
+    "logical_and": _Fn("torch.logical_and", "a and b (bool)", slots=("input", "other"), required=2),
+    "logical_or": _Fn("torch.logical_or", "a or b (bool)", slots=("input", "other"), required=2),
+    "logical_not": _unary("torch.logical_not", "not a (bool)"),
     "where": _Fn("torch.where", "input where condition, else other (a ref or a number)", _OTHER,
                  ("condition", "input", "other"), 2, bind=calls.where),
     "masked_fill": _Fn("torch.masked_fill", "input with value where mask is true", (_a("value", "int | float"),),
@@ -224,13 +318,21 @@ FUNCTIONS: dict[str, _Fn] = {
     "exp": _unary("torch.exp", "exp"),
     "log": _unary("torch.log", "natural log"),
     "sqrt": _unary("torch.sqrt", "square root"),
+    "rsqrt": _unary("torch.rsqrt", "1 / sqrt(x)"),
+    "reciprocal": _unary("torch.reciprocal", "1 / x"),
+    "cos": _unary("torch.cos", "cosine"),
+    "sin": _unary("torch.sin", "sine"),
+    "clamp": _Fn("torch.clamp", "x limited to [min, max] (either may be left out)",
+                 (_a("min", "int | float | null", None), _a("max", "int | float | null", None)), validate=_clamp_bounds),
     "abs": _unary("torch.abs", "absolute value"),
     "neg": _unary("torch.neg", "-x"),
     "squeeze": _unary("torch.squeeze", "drop size-1 dims", _a("dim", "int | null", None)),
     "unsqueeze": _unary("torch.unsqueeze", "insert a size-1 dim", _a("dim", "int")),
     "scaled_dot_product_attention": _Fn(
-        "torch.nn.functional.scaled_dot_product_attention", "softmax(q k^T * scale) v; a 4th ref is the mask",
-        (_a("dropout_p", "float", 0.0), _a("is_causal", "bool", False), _a("scale", "float | null", None)),
+        "torch.nn.functional.scaled_dot_product_attention", "softmax(q k^T * scale) v; a 4th ref is the mask (bool: "
+        "True attends, or float: added); enable_gqa: key/value may have fewer heads",
+        (_a("dropout_p", "float", 0.0), _a("is_causal", "bool", False), _a("scale", "float | null", None),
+         _a("enable_gqa", "bool", False)),
         ("query", "key", "value", "attn_mask"), 3, specialize=_sdpa_variant),
 }
 
@@ -241,8 +343,8 @@ TENSORS: dict[str, tuple[str, tuple[Arg, ...]]] = {
     "Parameter": ("a learnable tensor (nn.Parameter); init: zeros | ones | {normal: std} | {uniform: [a, b]} | "
                   "{trunc_normal: std} | {constant: v} | xavier_uniform | kaiming_normal | ...",
                   _TENSOR_ARGS + (_a("requires_grad", "bool", True),)),
-    "Buffer": ("a tensor saved with the weights but not learned (register_buffer)",
-               _TENSOR_ARGS + (_a("persistent", "bool", True), _a("dtype", "'float32' | 'int64' | 'bool'", "float32"))),
+    "Buffer": ("a tensor saved with the weights but not learned (register_buffer); persistent: false keeps it out "
+               "of the state_dict", _TENSOR_ARGS + (_a("persistent", "bool", True), _a("dtype", DTYPE, "float32"))),
 }
 
 _DOCS = {
@@ -257,7 +359,8 @@ def _build() -> dict[str, OpDef]:
     reg: dict[str, OpDef] = {name: _module_op(name, m) for name, m in MODULES.items()}
     for name, f in FUNCTIONS.items():
         reg[name] = OpDef(name, "function", f.target, {a.name: a for a in f.args}, f.slots, f.required, f.variadic,
-                          None, f.outputs, f.bind, specialize=f.specialize, doc=f.doc)
+                          None, f.outputs, f.bind, specialize=f.specialize, validate=f.validate, sizes=f.sizes,
+                          doc=f.doc)
     for name, (doc, args) in TENSORS.items():
         reg[name] = OpDef(name, "tensor", name, {a.name: a for a in args}, (), 0, False, None, 1, calls.tensor, doc=doc)
     return reg

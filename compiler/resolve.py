@@ -17,7 +17,7 @@ from .expr import evaluate
 from . import inits
 from .graph import Env, GNode, Graph, Item, Scope, Tie, Val
 from .layers import IDENT
-from .ops import OpDef, lookup
+from .ops import OpDef, lookup, problems
 from .source import Node
 from .spec import BlockDecl, Body, NodeDecl, Ref, Spec
 from .types import conforms, describe, yaml_name
@@ -162,7 +162,7 @@ class _Resolver:
         """The node's input values by slot, and where each ref was written; None if one failed."""
         op = lookup(decl.op) if decl.op else None
         if decl.refs is None:
-            if op is not None and op.required == 0 and not op.slots or prev is None:
+            if op is not None and op.required == 0 or prev is None:  # all inputs optional: none unless named
                 return [], []
             refs: tuple[Ref, ...] = (Ref(prev, None, decl.loc),)
         else:
@@ -303,6 +303,9 @@ class _Resolver:
         if args is None:
             return None
         if op.kind == "tensor" and not _tensor_args(args, decl, self.c):
+            return None
+        for bad in problems(op, args, len([v for v in vals if v is not None])):
+            self.c.error(decl.args[bad.arg].loc if bad.arg in decl.args else decl.loc, bad.message, bad.hint)
             return None
         if op.specialize is not None:
             op = op.specialize(args)

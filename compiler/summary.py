@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .fold import plan
 from .shapes import TypedGraph, fmt_shape, human_bytes
 from .spec import Spec
 
@@ -13,10 +14,14 @@ def summarize(spec: Spec, typed: TypedGraph) -> dict[str, Any]:
     for name, inp in spec.inputs.items():
         nodes.append({"name": name, "op": "input", "shape": fmt_shape(inp.shape), "parameters": 0,
                       "line": inp.loc.line})
+    folded = plan(typed.graph)
     for n in typed.graph.nodes:
         info = typed.info[n.path]
-        nodes.append({"name": n.path, "op": n.op.name, "shape": fmt_shape(info.shape), "parameters": info.params,
-                      "line": n.loc.line})
+        row = {"name": n.path, "op": n.op.name, "shape": fmt_shape(info.shape), "parameters": info.params,
+               "line": n.loc.line}
+        if n.path in folded.constant and n.op.kind != "tensor":
+            row["constant"] = True  # computed once at build (see compiler/fold.py)
+        nodes.append(row)
     return {
         "name": spec.name,
         "spec_hash": spec.hash,
