@@ -16,6 +16,14 @@ ZOO_SMALL = {
             "num_classes": 10},
     "gpt": {"vocab_size": 97, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
     "gpt2": {"vocab_size": 97, "n_positions": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
+    "llama": {"vocab_size": 97, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32,
+              "tie_word_embeddings": True},
+    "qwen2": {"vocab_size": 97, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32,
+              "tie_word_embeddings": True},
+    "bert": {"vocab_size": 97, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64, "max_position_embeddings": 32},
 }
 SPEC_CASES = [(p, None) for p in SPECS] + [(p, ZOO_SMALL[p.stem]) for p in ZOO]  # (path, params)
 sys.path.insert(0, str(ROOT / "tests"))

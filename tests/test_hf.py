@@ -122,6 +122,71 @@ def test_imported_model_is_the_files_tensors_and_still_tied(tmp_path):
     assert model.get_submodule("transformer.wte").weight.grad is not None
 
 
+LLAMAS = [
+    pytest.param(dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False), "20KB",
+                 id="gqa-untied-sharded"),
+    pytest.param(dict(vocab_size=90, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=1, head_dim=16, max_position_embeddings=64, rms_norm_eps=1e-5,
+                      tie_word_embeddings=True,
+                      rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+                                           high_freq_factor=4.0, original_max_position_embeddings=16)), None,
+                 id="llama3.1-rope-tied-head_dim16-mqa"),
+    pytest.param(dict(vocab_size=64, hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=6,
+                      num_key_value_heads=6, max_position_embeddings=32, attention_bias=True, mlp_bias=True,
+                      rope_parameters=dict(rope_type="default", rope_theta=1000.0)), None, id="mha-biases-theta1000"),
+]
+QWENS = [
+    pytest.param(dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False), "20KB",
+                 id="gqa-untied-sharded"),
+    pytest.param(dict(vocab_size=90, hidden_size=48, intermediate_size=40, num_hidden_layers=1, num_attention_heads=6,
+                      num_key_value_heads=1, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=True),
+                 None, id="mqa-tied"),
+    pytest.param(dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                      num_key_value_heads=2, max_position_embeddings=32,
+                      rope_parameters=dict(rope_type="default", rope_theta=1e6)), None, id="mha-theta1e6"),
+]
+@pytest.mark.parametrize("config,shard", LLAMAS)
+def test_llama_matches_transformers(config, shard, tmp_path):
+    assert_matches("llama", config, tmp_path, shard)
+
+
+@pytest.mark.parametrize("config,shard", QWENS)
+def test_qwen2_matches_transformers(config, shard, tmp_path):
+    assert_matches("qwen2", config, tmp_path, shard)
+
+
+def test_llama_folder_from_transformers_4_with_rope_theta_at_the_top(tmp_path):
+    """Most folders on the Hub were written by transformers 4: rope_theta and rope_scaling at the top."""
+    config = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64,
+                  rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+                                       high_freq_factor=4.0, original_max_position_embeddings=16))
+    folder = hf_models.save(hf_models.model("llama", config), tmp_path / "llama")
+    rope = config["rope_parameters"]
+    edit_config(folder, rope_parameters=None, rope_theta=rope["rope_theta"],
+                rope_scaling={k: v for k, v in rope.items() if k != "rope_theta"})
+    params = config_params("llama", folder)
+    assert (params["rope_theta"], params["rope_type"], params["rope_factor"]) == (500000.0, "llama3", 8.0)
+    assert params["original_max_position_embeddings"] == 16
+
+
+@pytest.mark.parametrize("stem", ["llama"])
+def test_onnx_uses_hugging_faces_names(stem, tmp_path, monkeypatch):
+    import onnx
+    monkeypatch.chdir(tmp_path)
+    run = specc.build_run(SPEC[stem], ZOO_SMALL[stem], out=tmp_path / "run").run_dir
+    report = specc.export(run, ("onnx",), latency=False, out=lambda s: None)
+    assert report.passed, report.errors
+    graph = onnx.load(str(run / "export/model.onnx")).graph
+    names = ([i.name for i in graph.input], [o.name for o in graph.output])
+    if stem == "bert":
+        assert names == (["input_ids", "attention_mask", "token_type_ids"], ["last_hidden_state", "pooler_output"])
+    else:
+        assert names == (["input_ids"], ["logits"])
+
+
 # ---- bad folders: exit 2, located, with a hint
 
 def gpt2_folder(tmp_path, shard=None):
