@@ -43,10 +43,10 @@ def check(tree: Node) -> Spec:
     body = _top_body(tree, inputs, blocks, c)
     train = check_train(tree.get("train"), params, tree.loc.file, c)
     export = check_export(tree.get("export"), params, list(dims), c)
-    hf = check_hf(tree.get("hf"), params, c)
+    pnode = tree.get("params")
+    hf = check_hf(tree.get("hf"), list(pnode.value) if pnode is not None and pnode.is_map else [], c)
     _recursion(blocks, c)
     c.raise_if_any()
-    pnode = tree.get("params")
     param_locs = {k: v.loc for k, v in pnode.value.items()} if pnode is not None and pnode.is_map else {}
     return Spec(name, params, inputs, dims, blocks, body, train, export, tree, param_locs, hf)
 

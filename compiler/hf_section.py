@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Collection
 
 from .errors import Collector, Loc, did_you_mean
 from .source import Node
@@ -50,8 +50,9 @@ class HFSection:
         return [f for f in self.fields if f.param == param]
 
 
-def check_hf(node: Node | None, params: dict[str, Any], c: Collector) -> HFSection | None:
-    """The typed section, every problem recorded in `c`; None without a section."""
+def check_hf(node: Node | None, params: Collection[str], c: Collector) -> HFSection | None:
+    """The typed section, every problem recorded in `c`; None without a section. `params`: the names
+    the spec declares (whether or not their values evaluated)."""
     if node is None:
         return None
     if not node.is_map:
@@ -66,10 +67,10 @@ def check_hf(node: Node | None, params: dict[str, Any], c: Collector) -> HFSecti
     return HFSection(types, fields, expect, node.loc)
 
 
-def read_hf(node: Node | None, params: dict[str, Any] | None = None) -> HFSection | None:
+def read_hf(node: Node | None, params: Collection[str] = ()) -> HFSection | None:
     """`check_hf` on its own, raising: the section is needed before the params it sets exist."""
     c = Collector()
-    section = check_hf(node, params if params is not None else {}, c)
+    section = check_hf(node, params, c)
     c.raise_if_any()
     return section
 
@@ -85,7 +86,7 @@ def _model_types(node: Node | None, loc: Loc, c: Collector) -> tuple[str, ...]:
     return tuple(v.value for v in values)
 
 
-def _fields(node: Node | None, params: dict[str, Any], c: Collector) -> tuple[ConfigField, ...]:
+def _fields(node: Node | None, params: Collection[str], c: Collector) -> tuple[ConfigField, ...]:
     if node is None:
         return ()
     if not node.is_map:

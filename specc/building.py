@@ -68,8 +68,9 @@ def _hf_spec(source: Any, params: Any, folder: "hf.Folder") -> Spec:
                            "a loaded Spec", "pass the spec's path or text")
     tree = read_tree(Path(source) / runs.SPEC if runs.is_run(source) else source)
     declared = tree.get("params")
-    section = read_hf(tree.get("hf"), dict(declared.value) if declared is not None and declared.is_map else {})
-    apply_overrides(tree, hf.params_for(folder, section, tree.loc.file))
+    section = read_hf(tree.get("hf"), list(declared.value) if declared is not None and declared.is_map else [])
+    defaults = declared.plain() if declared is not None and declared.is_map else {}
+    apply_overrides(tree, hf.params_for(folder, section, tree.loc.file, defaults))
     apply_overrides(tree, params)
     return check(tree)
 

@@ -114,8 +114,10 @@ def read_state(folder: Folder) -> dict[str, Any]:
     return state
 
 
-def params_for(folder: Folder, section: HFSection | None, spec_file: str) -> dict[str, Any]:
-    """The spec's params from config.json, after checking the model_type and the expected values."""
+def params_for(folder: Folder, section: HFSection | None, spec_file: str,
+               defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The spec's params from config.json, after checking the model_type and the expected values;
+    each of the same kind as the param's default in `defaults` (the spec's written values)."""
     if section is None:
         raise _err(Path(spec_file), "the spec has no hf: section, so it cannot read a Hugging Face folder",
                    "add hf: {model_type: [...], config: {field: param, ...}}, as specs/zoo/llama.yaml does")
@@ -132,16 +134,17 @@ def params_for(folder: Folder, section: HFSection | None, spec_file: str) -> dic
             raise SpecError.at(_key_loc(folder, field), f"config.json's {field} is {value!r}, which "
                                f"{spec_file} does not implement (it reads {', '.join(map(repr, allowed))})",
                                f"use a spec that implements it, or extend hf.expect and the layers ({where})")
-    return _mapped(folder, section, spec_file)
+    return _mapped(folder, section, spec_file, defaults or {})
 
 
-def _mapped(folder: Folder, section: HFSection, spec_file: str) -> dict[str, Any]:
+def _mapped(folder: Folder, section: HFSection, spec_file: str, defaults: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for param in dict.fromkeys(f.param for f in section.fields):
         sources = section.sources(param)
-        value = next((v for v in (lookup(folder.config, f.field) for f in sources) if v is not None), None)
-        if value is not None:
-            out[param] = value
+        found = next(((f, v) for f, v in ((f, lookup(folder.config, f.field)) for f in sources) if v is not None), None)
+        if found is not None:
+            _same_kind(folder, found[0].field, found[1], param, defaults.get(param), spec_file)
+            out[param] = found[1]
         elif not any(f.optional for f in sources):
             names = " or ".join(repr(f.field) for f in sources)
             loc = sources[0].loc
@@ -149,6 +152,20 @@ def _mapped(folder: Folder, section: HFSection, spec_file: str) -> dict[str, Any
                        f"'{param}'", f"add it to config.json, or mark it optional in hf.config ({spec_file}:"
                        f"{loc.line})")
     return out
+
+
+_KINDS = ((bool, "true or false"), ((int, float), "a number"), (str, "a string"), (list, "a list"), (dict, "a mapping"))
+
+
+def _same_kind(folder: Folder, field: str, value: Any, param: str, default: Any, spec_file: str) -> None:
+    """A config value must be what the param's written default is (a `${...}` default: anything)."""
+    if default is None or isinstance(default, str) and "$" in default:
+        return
+    kind = next(((t, name) for t, name in _KINDS if isinstance(default, t)), None)
+    if kind is None or isinstance(value, kind[0]) and isinstance(value, bool) == isinstance(default, bool):
+        return
+    raise SpecError.at(_key_loc(folder, field), f"config.json's {field} is {value!r}, but param '{param}' of "
+                       f"{spec_file} is {kind[1]}", "fix config.json, or save the model again")
 
 
 def _key_loc(folder: Folder, field: str) -> Loc:

@@ -271,6 +271,15 @@ def test_config_value_the_spec_does_not_implement(tmp_path):
            "'gelu_new')" in err
 
 
+def test_config_value_of_another_kind_than_the_param(tmp_path):
+    folder = gpt2_folder(tmp_path)
+    edit_config(folder, n_head="2")
+    err = refused(tmp_path, SPEC["gpt2"], "--weights", folder)
+    assert err.startswith(f"{folder / 'config.json'}:")
+    assert f": error: config.json's n_head is '2', but param 'n_head' of {SPEC['gpt2']} is a number\n" in err
+    assert '"n_head": "2"' in err  # the caret line
+
+
 def test_spec_without_hf_section(tmp_path):
     err = refused(tmp_path, ROOT / "specs/zoo/gpt.yaml", "--weights", gpt2_folder(tmp_path))
     assert err.startswith(f"{ROOT / 'specs/zoo/gpt.yaml'}: error: the spec has no hf: section, so it cannot read a "
