@@ -28,7 +28,7 @@ from exporters.inputs import corners, make_inputs, size_grid
 from exporters.job import FILES, ExportJob
 
 from . import __version__, runs
-from .building import compile_run
+from .building import compile_run, ensure_built
 from .fsutil import atomic_write_text
 
 EXPORTERS = {"onnx": to_onnx.export, "pt2": to_pt2.export, "torchscript": to_torchscript.export}
@@ -67,7 +67,7 @@ def _run_dir(target: Any) -> Path:
     if run_dir is not None:
         return run_dir
     run_dir = runs.RUNS / spec.name
-    runs.ensure_built(spec, run_dir, origin)
+    ensure_built(spec, run_dir, origin)
     return run_dir
 
 
