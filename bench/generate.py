@@ -51,17 +51,19 @@ def gpt2_pair():
 
 
 def llama_pair():
+    import tempfile
+
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from specc.building import Import, compile_with
     s = SIZES
     config = LlamaConfig(num_hidden_layers=s["layers"], hidden_size=s["hidden"], num_attention_heads=s["heads"],
                          num_key_value_heads=s["kv_heads"], intermediate_size=688, vocab_size=s["vocab"],
                          max_position_embeddings=s["positions"], bos_token_id=0, eos_token_id=0, pad_token_id=0)
     ref = LlamaForCausalLM(config).eval()
-    from specc.hf import params_from_config  # the zoo's own config mapping (branch hf)
-    compiled = specc.api.compiled(ROOT / "specs/zoo/llama.yaml", params_from_config(ROOT / "specs/zoo/llama.yaml",
-                                                                                     config.to_dict()))
-    compiled.module.load_state_dict(ref.state_dict(), strict=True)
-    return compiled, ref
+    folder = Path(tempfile.mkdtemp(prefix="bench-llama-"))
+    ref.save_pretrained(folder)  # imported as a user would: specc build specs/zoo/llama.yaml --weights DIR
+    return compile_with(ROOT / "specs/zoo/llama.yaml", None, Import.of(folder)), ref
 
 
 class _Specc:
