@@ -5,7 +5,7 @@ They are small on purpose: the pass decides *where* they go, these say *what* th
 - `KVSlot`: one attention node's static cache, preallocated up to the time dim's max.
 - `decode_mask`: the boolean mask over cache + new tokens, causal and padding-aware.
 - `RowWise`: the position subgraph (everything computed from `arange` over time alone, such as
-  learned position embeddings or RoPE's cos/sin) run once per row of `position_ids`.
+  learned position embeddings or RoPE's cos/sin) run on every row's positions of `position_ids`.
 - `align_rows`: a per-row position value broadcast against a batched one.
 """
 from __future__ import annotations
@@ -67,18 +67,18 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class RowWise(nn.Module):
-    """The position subgraph on `position_ids` (B, T): once per row with `torch.vmap`, so a spec written
-    for positions (T,) works with per-row positions. One row (or rows that share their positions,
-    given as (1, T)) runs without vmap. Returns a tuple of (B or 1, ...) values."""
+    """The position subgraph on `position_ids` (B, T). A spec computes it for positions (T,), and every
+    positional encoding is a function of each position alone (an embedding row, RoPE's angles), so all
+    rows run as one flat list of B*T positions and come back as (B, T, ...). Rows that share their
+    positions are given as (1, T)."""
 
-    def __init__(self, fn: fx.GraphModule, always_vmap: bool = False) -> None:
+    def __init__(self, fn: fx.GraphModule) -> None:
         super().__init__()
-        self.fn, self.always_vmap = fn, always_vmap
+        self.fn = fn
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if not self.always_vmap and position_ids.size(0) == 1:
-            return tuple(o.unsqueeze(0) for o in self.fn(position_ids[0]))
-        return torch.vmap(self.fn)(position_ids)
+        rows, t = position_ids.shape
+        return tuple(o.reshape((rows, t) + o.shape[1:]) for o in self.fn(position_ids.reshape(-1)))
 
 
 def align_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

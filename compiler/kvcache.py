@@ -10,8 +10,8 @@ and whose attention is `scaled_dot_product_attention` with `is_causal`:
 - `is_causal` becomes one explicit mask over cache + new tokens (`decode_mask`), built once from
   `attention_mask`, so left-padded prompts of different lengths run as one batch;
 - every `arange` over the time dim becomes `position_ids` (B, T), offset by the cache length; the
-  nodes computed from positions alone (learned position embeddings, RoPE tables) run per row
-  (`RowWise`), and line up with the batched values they meet (`align_rows`).
+  nodes computed from positions alone (learned position embeddings, RoPE tables) run on every row's
+  positions (`RowWise`), and line up with the batched values they meet (`align_rows`).
 
 The decoder is for inference (dropout is left out). The result is checked against the full model
 before it is used (`verify`): a spec that mixes
@@ -147,7 +147,7 @@ def derive(compiled: Any, style: str = "static", found: Plan | None = None) -> f
     """
     assert style in ("static", "concat")
     found = found or plan(compiled)
-    return _Rewrite(compiled.module, found, style).run()
+    return _Rewrite(compiled.module, compiled.typed, found, style).run()
 
 
 def decoder(compiled: Any) -> Decoder:
@@ -202,8 +202,8 @@ def _worst(model: Any, dec: Decoder, rows: list[list[int]]) -> float:
 
 
 class _Rewrite:
-    def __init__(self, gm: fx.GraphModule, found: Plan, style: str):
-        self.gm, self.found, self.style = gm, found, style
+    def __init__(self, gm: fx.GraphModule, typed: Any, found: Plan, style: str):
+        self.gm, self.typed, self.found, self.style = gm, typed, found, style
         self.g = fx.Graph()
         self.env: dict[fx.Node, Any] = {}
         self.kinds = _kinds(gm, found)
@@ -309,9 +309,13 @@ class _Rewrite:
         for n in crossing:
             if not _is_tensor(n):
                 raise _cannot(n, "a position value that is not a tensor crosses into the token path")
+            shape = self.typed.info[n.meta["specc_path"]].shape if n.meta.get("specc_path") in self.typed.info else None
+            if isinstance(shape, tuple) and (not shape or shape[0] != self.found.time):
+                raise _cannot(n, f"a value computed from positions must have one row per position (time, ...), "
+                              f"not {shape}")
         sub.output(tuple(env[n] for n in crossing))
         fn = _pruned(fx.GraphModule(self.gm, sub, class_name="Positions"))
-        self.modules["positions"] = RowWise(fn, always_vmap=self.style == "concat")
+        self.modules["positions"] = RowWise(fn)
         rows = self.g.call_module("positions", (self.positions,))
         for i, n in enumerate(crossing):
             self.rows[n] = self.g.call_function(operator.getitem, (rows, i))

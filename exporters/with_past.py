@@ -4,7 +4,7 @@ The graph is the KV-cache pass's `concat` decoder (`compiler.kvcache.derive`), s
 spec with causal attention, and it uses the names Optimum and onnxruntime-genai use:
 
   inputs   input_ids [batch, sequence_length] int64
-           attention_mask [batch, total_sequence_length] int64 (1: a token, 0: padding; total = past + new)
+           attention_mask [batch, past_sequence_length + sequence_length] int64 (1: a token, 0: padding)
            position_ids [batch, sequence_length] int64
            past_key_values.{i}.key / .value [batch, kv_heads, past_sequence_length, head_dim] (may be 0 long)
   outputs  logits [batch, sequence_length, vocab]
@@ -87,11 +87,13 @@ def _example(found: Any, batch: int, past: int, new: int) -> list[torch.Tensor]:
 
 
 def _dynamic(step: Any, found: Any) -> dict[str, Any]:
+    """Dynamic batch, sequence and past; attention_mask's length is past + sequence, which the exporter
+    derives (Dim.AUTO) rather than taking as a third free size."""
     from torch.export import Dim
     batch, seq = Dim("batch"), Dim("sequence_length", max=found.max_len)
-    past, total = Dim("past_sequence_length", min=0, max=found.max_len), Dim("total_sequence_length", max=found.max_len)
+    past = Dim("past_sequence_length", min=0, max=found.max_len)
     placeholders = [n.name for n in step.graph.nodes if n.op == "placeholder"]
-    shapes = {placeholders[0]: {0: batch, 1: seq}, "attention_mask": {0: batch, 1: total},
+    shapes = {placeholders[0]: {0: batch, 1: seq}, "attention_mask": {0: batch, 1: Dim.AUTO},
               "position_ids": {0: batch, 1: seq}}
     shapes.update({name: {0: batch, 2: past} for name in placeholders[3:]})
     return shapes

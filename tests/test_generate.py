@@ -163,3 +163,53 @@ def test_with_past_needs_a_causal_lm(tmp_path):
     assert r.stderr.splitlines()[0].endswith("error: a KV cache needs a causal language model: one int64 input "
                                              "[batch, time]")
     assert not (tmp_path / "enc/export").exists()
+
+
+LLAMA = {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+         "tie_word_embeddings": False, "rope_theta": 10000.0}
+FINE_TUNE = """train:
+  data: {text: tiny.txt, block_size: 16, val_split: 0.1}
+  loss: CrossEntropyLoss
+  optimizer: {name: AdamW, lr: 0.003}
+  epochs: 2
+  batch_size: 8
+"""
+
+
+@pytest.mark.slow
+def test_fine_tuning_an_imported_llama_with_frozen_layers(tmp_path):
+    """Part 7: a Hugging Face folder imported, its embeddings frozen (trainable: false), fine-tuned on a text
+    file: it trains, resumes to exactly the same weights, generates, and exports with past."""
+    from safetensors.torch import load_file
+
+    from refs import hf_models
+    if not hf_models.available():
+        pytest.skip("transformers (test-only dependency) not installed")
+    folder = hf_models.save(hf_models.model("llama", LLAMA), tmp_path / "hf")
+    (tmp_path / "tiny.txt").write_text("the cat sat on the mat. a dog ran to the red ball.\n" * 40)
+    zoo = (ROOT / "specs/zoo/llama.yaml").read_text()
+    frozen = zoo.replace("- {name: embed_tokens, op: Embedding,", "- {name: embed_tokens, trainable: false, op: Embedding,")
+    assert frozen != zoo
+    (tmp_path / "llama.yaml").write_text(frozen + FINE_TUNE)
+    for run in ("a", "b"):
+        r = invoke("build", tmp_path / "llama.yaml", "--weights", folder, "--out", tmp_path / run, "-q", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "a/summary.json").read_text())
+    assert summary["parameters"] - summary["trainable_parameters"] == 256 * 32  # the embeddings
+    assert invoke("train", tmp_path / "a", cwd=tmp_path).returncode == 0
+    assert invoke("train", tmp_path / "b", "--epochs", "1", cwd=tmp_path).returncode == 0
+    r = invoke("train", tmp_path / "b", "--resume", "--epochs", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    imported, a, b = (load_file(p) for p in (folder / "model.safetensors", tmp_path / "a/model.safetensors",
+                                              tmp_path / "b/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # resumed: bit for bit the uninterrupted run
+    assert torch.equal(a["model.embed_tokens.weight"], imported["model.embed_tokens.weight"])  # frozen
+    assert not torch.equal(a["model.layers.0.self_attn.q_proj.weight"], imported["model.layers.0.self_attn.q_proj.weight"])
+    text = specc.generate(tmp_path / "a", "the cat", tokens=8, top_k=1)  # a text: run: bytes in and out
+    assert text.startswith("the cat") and len(text.encode()) == len("the cat") + 8
+    r = invoke("export", tmp_path / "a", "--onnx", "--with-past", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    past = [c for c in json.loads((tmp_path / "a/export/parity.json").read_text())["checks"]
+            if c["format"] == "onnx-with-past"]
+    assert len(past) == 1 and past[0]["passed"]
