@@ -1,10 +1,11 @@
 """Generation with a KV cache: `specc generate` (the decoder the compiler derives from the spec) against
 transformers' `generate` with its own cache, same config and weights, same process, interleaved,
-greedy, one thread, medians:
+greedy, one thread, medians over rounds. Each round, each side generates 512 new tokens after a 32-token
+prompt, and the time of every token is taken as it comes (specc's `stream`, a transformers streamer):
 
-  (a) new tokens per second, 256 new tokens after a 32-token prompt          - goal: specc >= 1.5x
-  (b) cost per token over tokens 288-544 against tokens 32-288, for each     - goal: specc's growth
-      (decode time only: a run of 256 new tokens minus a run of 1, the prefill)  <= transformers'
+  (a) new tokens per second over the first 256 new tokens (prefill included)  - goal: specc >= 1.5x
+  (b) the median cost of a token at positions 288-544 against 32-288, each     - goal: specc's growth
+      side against itself in the same generation                                 <= transformers'
 
     python bench/generate.py [--model llama|gpt2] [--rounds 5] [--threads 1]
 
@@ -66,33 +67,51 @@ def llama_pair():
     return compile_with(ROOT / "specs/zoo/llama.yaml", None, Import.of(folder)), ref
 
 
-class _Specc:
-    """specc generate's path: the LanguageModel (KV-cache decoder, sampling loop), loaded once."""
+class _Clock:
+    """A transformers streamer that notes the time of each put (the prompt first, then every new token)."""
 
-    def __init__(self, compiled):
-        from compiler.kvcache import decoder
-        from specc.codecs import Codec
-        dec = decoder(compiled)
-        self.lm = LanguageModel(Path("."), dec, Codec("ids"), dec.vocab or SIZES["vocab"])
+    def __init__(self):
+        self.times: list[float] = []
 
-    def __call__(self, prompt: list[int], new: int) -> list[int]:
-        out = self.lm.generate([prompt], new, Sampling(top_k=1))[0]
-        return [int(t) for t in out.split()][len(prompt):]
+    def put(self, value) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
 
 
-def _hf(ref):
-    def run(prompt: list[int], new: int) -> list[int]:
-        with torch.no_grad():
-            out = ref.generate(torch.tensor([prompt]), max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                               use_cache=True, pad_token_id=0)
-        return out[0, len(prompt):].tolist()
+def specc_side(compiled):
+    """specc generate's path: the KV-cache decoder and the sampling loop (LanguageModel.stream)."""
+    from compiler.kvcache import decoder
+    from specc.codecs import Codec
+    dec = decoder(compiled)
+    lm = LanguageModel(Path("."), dec, Codec("ids"), dec.vocab or SIZES["vocab"])
+
+    def run(prompt: list[int], new: int) -> tuple[list[int], list[float]]:
+        start, stamps, ids = time.perf_counter(), [], []
+        for tok in lm.stream(prompt, new, Sampling(top_k=1)):
+            stamps.append(time.perf_counter())
+            ids.append(tok.id)
+        return ids, [start] + stamps
     return run
 
 
-def timed(fn, *args) -> float:
-    t0 = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t0
+def hf_side(ref):
+    def run(prompt: list[int], new: int) -> tuple[list[int], list[float]]:
+        clock = _Clock()
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = ref.generate(torch.tensor([prompt]), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                               use_cache=True, pad_token_id=0, streamer=clock)
+        return out[0, len(prompt):].tolist(), [start] + clock.times[1:]
+    return run
+
+
+def measure(stamps: list[float]) -> dict[str, float]:
+    """From [start, token 1, token 2, ...]: tokens/s over the first NEW, and the median gap per window."""
+    gaps = [b - a for a, b in zip(stamps[1:], stamps[2:])]  # gaps[i]: new token i + 2 (position 33 + i)
+    return {"rate": NEW / (stamps[NEW] - stamps[0]), "early": statistics.median(gaps[:NEW - 1]),
+            "late": statistics.median(gaps[NEW - 1:])}
 
 
 def main() -> None:
@@ -105,28 +124,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     compiled, ref = llama_pair() if args.model == "llama" else gpt2_pair()
-    runners = {"transformers": _hf(ref), "specc": _Specc(compiled)}
-    g = torch.Generator().manual_seed(1)
-    short = torch.randint(1, SIZES["vocab"], (32,), generator=g).tolist()
-    long = torch.randint(1, SIZES["vocab"], (288,), generator=g).tolist()
-    same = runners["specc"](short, 32) == runners["transformers"](short, 32)
-    print(f"model: {args.model}, {SIZES}, {args.threads} thread(s); same greedy tokens as transformers: {same}")
-    cases = {"full": (short, NEW), "prefill32": (short, 1), "late": (long, NEW), "prefill288": (long, 1)}
-    times = {(r, c): [] for r in runners for c in cases}
-    for _ in range(args.rounds):
-        for case, (prompt, new) in cases.items():
-            for name, fn in runners.items():  # interleaved: each case, each runner, in turn
-                times[(name, case)].append(timed(fn, prompt, new))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    rate = {r: NEW / med[(r, "full")] for r in runners}
-    early = {r: (med[(r, "full")] - med[(r, "prefill32")]) / (NEW - 1) for r in runners}
-    late = {r: (med[(r, "late")] - med[(r, "prefill288")]) / (NEW - 1) for r in runners}
-    for r in runners:
-        print(f"  {r:<13} {rate[r]:8.1f} new tokens/s   {early[r] * 1e3:7.3f} ms/token (32-288)   "
-              f"{late[r] * 1e3:7.3f} ms/token (288-544)   growth {late[r] / early[r]:.3f}")
-    speed = rate["specc"] / rate["transformers"]
+    sides = {"transformers": hf_side(ref), "specc": specc_side(compiled)}
+    prompt = torch.randint(1, SIZES["vocab"], (32,), generator=torch.Generator().manual_seed(1)).tolist()
+    tokens = {name: run(prompt, 2 * NEW)[0] for name, run in sides.items()}  # warm-up, and the check
+    print(f"model: {args.model}, {SIZES}, {args.threads} thread(s), {2 * NEW} new tokens a round; "
+          f"same greedy tokens as transformers: {tokens['specc'] == tokens['transformers']}")
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+    for r in range(args.rounds):
+        for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):  # interleaved, alternating who goes first
+            rows[name].append(measure(sides[name](prompt, 2 * NEW)[1]))
+    med = {name: {k: statistics.median(row[k] for row in rs) for k in rs[0]} for name, rs in rows.items()}
+    for name, m in med.items():
+        print(f"  {name:<13} {m['rate']:8.1f} new tokens/s   {m['early'] * 1e3:7.3f} ms/token (32-288)   "
+              f"{m['late'] * 1e3:7.3f} ms/token (288-544)   growth {m['late'] / m['early']:.3f}")
+    speed = med["specc"]["rate"] / med["transformers"]["rate"]
     print(f"== (a) tokens/s specc/transformers = {speed:.2f}x  {'OK' if speed >= 1.5 else 'UNDER the 1.5x goal'}")
-    grow = {r: late[r] / early[r] for r in runners}
+    grow = {name: m["late"] / m["early"] for name, m in med.items()}
     ok = grow["specc"] <= grow["transformers"]
     print(f"== (b) growth 288-544 vs 32-288: specc {grow['specc']:.3f}, transformers {grow['transformers']:.3f}  "
           f"{'OK' if ok else 'OVER transformers'}")
