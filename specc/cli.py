@@ -258,8 +258,13 @@ def generate(
 
     def run() -> None:
         from . import api
-        print(api.generate(target, prompt, tokens=tokens, onnx=onnx, temperature=temperature, top_k=top_k,
-                           top_p=top_p, stop=tuple(stop or ()), seed=seed))
+        pieces = api.stream(target, prompt, tokens=tokens, onnx=onnx, temperature=temperature, top_k=top_k,
+                            top_p=top_p, stop=tuple(stop or ()), seed=seed)
+        sys.stdout.write(prompt)
+        for token in pieces:  # each token as it is decoded
+            sys.stdout.write(token.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
 
     _guard(run)
 

@@ -35,13 +35,7 @@ class Codec:
     def pieces(self) -> Callable[[int], str]:
         """A function from each new id to the text it adds, for streaming."""
         if self.kind == "ids":
-            first = [True]
-
-            def piece(i: int) -> str:
-                text = (" " if not first[0] else "") + str(i)
-                first[0] = False
-                return text
-            return piece
+            return lambda i: f" {i}"  # after the prompt's ids, as `generate` prints them
         if self.kind == "bytes":
             decoder = _codecs.getincrementaldecoder("utf-8")(errors="replace")
             return lambda i: decoder.decode(bytes([i]))

@@ -58,7 +58,7 @@ class Sampling:
 @dataclass(frozen=True)
 class Token:
     """One generated token: its id, and the text it adds (may be "" while a character is incomplete,
-    or while it could be the start of a stop string; ids runs give the id as text, with a space)."""
+    or while it could be the start of a stop string; without a tokenizer, " 81": the id after a space)."""
 
     id: int
     text: str
@@ -148,7 +148,7 @@ def stream(target: Any, prompt: str | Sequence[int], tokens: int = 100, sampling
     `target` is a run folder or a loaded `LanguageModel` (load once, stream many); `prompt` is text
     (token ids "81 218 150" for runs without a tokenizer) or a list of ids; `sampling` a `Sampling`
     (temperature, top_k, top_p, stop, seed). Each `Token` has `.id` and `.text` (the text it adds;
-    concatenated, the texts are the continuation). Errors in the input (ids outside the vocabulary,
+    concatenated after the prompt, the texts are the continuation). Errors in the input (ids outside the vocabulary,
     an empty prompt, bad settings) raise `SpecError` before the first token.
 
     >>> for tok in stream("runs/gpt", "81 218 150", tokens=8, sampling=Sampling(top_k=1)):

@@ -103,7 +103,7 @@ def test_stream_yields_the_tokens_one_at_a_time(run, lm):
     assert lm.decoder.length == 3
     rest = list(tokens)
     assert [first.id] + [t.id for t in rest] == recompute(run, [5, 17, 3], 8)[3:]
-    assert "5 17 3 " + "".join(t.text for t in [first, *rest]) == lm.generate(["5 17 3"], 8, Sampling(top_k=1))[0]
+    assert "5 17 3" + "".join(t.text for t in [first, *rest]) == lm.generate(["5 17 3"], 8, Sampling(top_k=1))[0]
 
 
 def test_with_a_tokenizer_text_goes_in_and_out(text_run):
