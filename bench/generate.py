@@ -7,6 +7,9 @@ prompt, and the time of every token is taken as it comes (specc's `stream`, a tr
   (b) the median cost of a token at positions 288-544 against 32-288, each     - goal: specc's growth
       side against itself in the same generation                                 <= transformers'
 
+Times are the thread's CPU time by default (`--clock cpu`, time.thread_time: torch runs on this one
+thread), which other processes on a shared machine do not inflate; `--clock wall` uses perf_counter.
+
     python bench/generate.py [--model llama|gpt2] [--rounds 5] [--threads 1]
 
 --model llama: specs/zoo/llama.yaml against LlamaForCausalLM (4 layers, hidden 256, 4 heads, 2 KV heads,
@@ -67,6 +70,10 @@ def llama_pair():
     return compile_with(ROOT / "specs/zoo/llama.yaml", None, Import.of(folder)), ref
 
 
+CLOCK = {"cpu": time.thread_time, "wall": time.perf_counter}
+now = CLOCK["cpu"]
+
+
 class _Clock:
     """A transformers streamer that notes the time of each put (the prompt first, then every new token)."""
 
@@ -74,7 +81,7 @@ class _Clock:
         self.times: list[float] = []
 
     def put(self, value) -> None:
-        self.times.append(time.perf_counter())
+        self.times.append(now())
 
     def end(self) -> None:
         pass
@@ -88,9 +95,9 @@ def specc_side(compiled):
     lm = LanguageModel(Path("."), dec, Codec("ids"), dec.vocab or SIZES["vocab"])
 
     def run(prompt: list[int], new: int) -> tuple[list[int], list[float]]:
-        start, stamps, ids = time.perf_counter(), [], []
+        start, stamps, ids = now(), [], []
         for tok in lm.stream(prompt, new, Sampling(top_k=1)):
-            stamps.append(time.perf_counter())
+            stamps.append(now())
             ids.append(tok.id)
         return ids, [start] + stamps
     return run
@@ -99,7 +106,7 @@ def specc_side(compiled):
 def hf_side(ref):
     def run(prompt: list[int], new: int) -> tuple[list[int], list[float]]:
         clock = _Clock()
-        start = time.perf_counter()
+        start = now()
         with torch.no_grad():
             out = ref.generate(torch.tensor([prompt]), max_new_tokens=new, min_new_tokens=new, do_sample=False,
                                use_cache=True, pad_token_id=0, streamer=clock)
@@ -120,14 +127,17 @@ def main() -> None:
                     default="llama" if (ROOT / "specs/zoo/llama.yaml").exists() else "gpt2")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", choices=tuple(CLOCK), default="cpu")
     args = ap.parse_args()
+    global now
+    now = CLOCK[args.clock]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     compiled, ref = llama_pair() if args.model == "llama" else gpt2_pair()
     sides = {"transformers": hf_side(ref), "specc": specc_side(compiled)}
     prompt = torch.randint(1, SIZES["vocab"], (32,), generator=torch.Generator().manual_seed(1)).tolist()
     tokens = {name: run(prompt, 2 * NEW)[0] for name, run in sides.items()}  # warm-up, and the check
-    print(f"model: {args.model}, {SIZES}, {args.threads} thread(s), {2 * NEW} new tokens a round; "
+    print(f"model: {args.model}, {SIZES}, {args.threads} thread(s), {args.clock} clock, {2 * NEW} new tokens a round; "
           f"same greedy tokens as transformers: {tokens['specc'] == tokens['transformers']}")
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for r in range(args.rounds):

@@ -81,10 +81,11 @@ class RowWise(nn.Module):
         return tuple(o.reshape((rows, t) + o.shape[1:]) for o in self.fn(position_ids.reshape(-1)))
 
 
-def align_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-row value (B, *S) that the spec broadcast as (*S) against `like` (B, ..., *S): insert
-    size-1 dims after the batch dim so that it lines up the same way."""
-    missing = like.dim() - rows.dim()
+def align_rows(rows: torch.Tensor, like: torch.Tensor | int) -> torch.Tensor:
+    """A per-row value (B, *S) that the spec broadcast as (*S) against a batched value (B, ..., *S) of
+    rank `like` (a tensor, or its rank): insert size-1 dims after the batch dim so that it lines up the
+    same way."""
+    missing = (like if isinstance(like, int) else like.dim()) - rows.dim()
     if missing <= 0:
         return rows
     return rows.reshape(rows.shape[:1] + (1,) * missing + rows.shape[1:])
@@ -133,7 +134,8 @@ class Decoder:
         """Append one token per row (B,); the logits for the token after it (B, V)."""
         if self.length >= self.max_len:
             raise ValueError(f"the cache is full ({self.max_len} tokens)")
-        self.mask[:, self.length] = 1
+        if not self.shared:
+            self.mask[:, self.length] = 1
         self.positions = self.positions + 1
         return self._run(ids.view(-1, 1).to(self.mask.device), self.positions)
 

@@ -208,7 +208,7 @@ class _Rewrite:
         self.env: dict[fx.Node, Any] = {}
         self.kinds = _kinds(gm, found)
         self.rows: dict[fx.Node, fx.Node] = {}  # position node -> its per-row value in the new graph
-        self.aligned: dict[tuple[fx.Node, fx.Node], fx.Node] = {}
+        self.aligned: dict[tuple[fx.Node, Any], fx.Node] = {}
         self.presents: list[fx.Node] = []
         self.modules: dict[str, torch.nn.Module] = {}
 
@@ -251,8 +251,7 @@ class _Rewrite:
         if node.op == "call_module" and isinstance(self.gm.get_submodule(node.target), torch.nn.Dropout):
             self.env[node] = self._value(node.args[0], None)  # the decoder is for inference: dropout is identity
             return
-        ref = next((self.env[i] for i in node.all_input_nodes if self.kinds.get(i) == "data"
-                    and _is_tensor(i)), None)
+        ref = next((i for i in node.all_input_nodes if self.kinds.get(i) == "data" and _is_tensor(i)), None)
         self.env[node] = self.g.node_copy(node, lambda n: self._value(n, ref))
 
     def _value(self, n: fx.Node, ref: fx.Node | None) -> fx.Node:
@@ -262,10 +261,17 @@ class _Rewrite:
             raise _cannot(n, "a position value that is not a tensor crosses into the token path")
         if ref is None:
             return self.rows[n]
-        key = (n, ref)
+        rank = self._rank(ref)  # one alignment per rank, shared by every layer that needs it
+        key = (n, rank if rank is not None else self.env[ref])
         if key not in self.aligned:
-            self.aligned[key] = self.g.call_function(align_rows, (self.rows[n], ref))
+            self.aligned[key] = self.g.call_function(align_rows, (self.rows[n], rank if rank is not None else
+                                                                   self.env[ref]))
         return self.aligned[key]
+
+    def _rank(self, ref: fx.Node) -> int | None:
+        shape = self.typed.info.get(ref.meta.get("specc_path", ""), None)
+        shape = shape.shape if shape is not None else None
+        return len(shape) if isinstance(shape, tuple) and all(not isinstance(d, tuple) for d in shape) else None
 
     def _attention(self, node: fx.Node) -> fx.Node:
         """SDPA(q, k, v, is_causal) -> SDPA(q, cache(k), cache(v), attn_mask=decode_mask)."""
