@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class KVSlot(nn.Module):
@@ -149,3 +150,55 @@ class Decoder:
 
     def _device(self) -> torch.device:
         return next(iter(self.graph.parameters()), torch.empty(0)).device
+
+
+_ACTIVATIONS = {nn.SiLU: F.silu, nn.ReLU: F.relu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid}
+
+
+def _leaf_call(m: nn.Module) -> tuple[Any, tuple, tuple[str, ...], dict[str, Any]] | None:
+    """A standard leaf module as a function: (function, constant args after the input, the module's
+    tensors that follow them, constant kwargs); None for any other module."""
+    kind = type(m)
+    if kind is nn.Linear:
+        return F.linear, (), ("weight", "bias"), {}
+    if kind is nn.Embedding and m.max_norm is None:
+        return F.embedding, (), ("weight",), {"padding_idx": m.padding_idx}
+    if kind is nn.RMSNorm:
+        return F.rms_norm, (m.normalized_shape,), ("weight",), {"eps": m.eps}
+    if kind is nn.LayerNorm:
+        return F.layer_norm, (m.normalized_shape,), ("weight", "bias"), {"eps": m.eps}
+    if kind is nn.GELU:
+        return F.gelu, (), (), {"approximate": m.approximate}
+    if kind in _ACTIVATIONS:
+        return _ACTIVATIONS[kind], (), (), {}
+    return None
+
+
+def inline_leaves(gm: fx.GraphModule) -> fx.GraphModule:
+    """For inference speed: standard leaf modules (Linear, norms, embeddings, activations) called as
+    functions on their tensors, which the decoder holds as plain attributes too (one dict lookup each,
+    not a walk down `self.model.layers[0].self_attn...` and a Module.__call__). The tensors are the same
+    objects, so the weights stay shared; the modules stay registered, so `parameters()` still lists them."""
+    for node in list(gm.graph.nodes):
+        leaf = _leaf_call(gm.get_submodule(node.target)) if node.op == "call_module" else None
+        if leaf is None:
+            continue
+        fn, constants, names, kwargs = leaf
+        module = gm.get_submodule(node.target)
+        with gm.graph.inserting_before(node):
+            tensors = [_fast_attr(gm, node.target, name, getattr(module, name)) for name in names]
+            call = gm.graph.call_function(fn, (node.args[0], *constants, *tensors), kwargs)
+        call.meta.update(node.meta)
+        node.replace_all_uses_with(call)
+        gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def _fast_attr(gm: fx.GraphModule, target: str, name: str, tensor: torch.Tensor | None) -> fx.Node | None:
+    if tensor is None:
+        return None  # a Linear without bias
+    flat = f"_fast_{target.replace('.', '_')}_{name}"
+    gm.__dict__[flat] = tensor  # a plain attribute: not registered twice, found before Module.__getattr__
+    return gm.graph.get_attr(flat)

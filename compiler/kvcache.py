@@ -30,7 +30,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .decoding import Decoder, KVSlot, RowWise, align_rows, decode_mask
+from .decoding import Decoder, KVSlot, RowWise, align_rows, decode_mask, inline_leaves
 from .errors import Loc, SpecError
 
 _SDPA = (F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention)
@@ -157,7 +157,7 @@ def decoder(compiled: Any) -> Decoder:
     >>> logits = dec.start([[81, 218, 150]])
     """
     found = plan(compiled)
-    dec = Decoder(derive(compiled, "static", found), found.max_len, found.vocab)
+    dec = Decoder(inline_leaves(derive(compiled, "static", found)), found.max_len, found.vocab)
     verify(compiled, dec, found)
     return dec
 
