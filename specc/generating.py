@@ -14,6 +14,7 @@ run once for many requests.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -58,18 +59,22 @@ class Sampling:
 @dataclass(frozen=True)
 class Token:
     """One generated token: its id, and the text it adds (may be "" while a character is incomplete,
-    or while it could be the start of a stop string; without a tokenizer, " 81": the id after a space)."""
+    or while it could be the start of a stop string; without a tokenizer, " 81": the id after a space).
+    A last Token with id -1 carries text held back for a stop string that never came."""
 
     id: int
     text: str
 
 
 class LanguageModel:
-    """A causal LM run loaded once: its decoder (torch, or ONNX with past) and its codec."""
+    """A causal LM run loaded once: its decoder (torch, or ONNX with past) and its codec. The decoder's
+    caches live in it, so one generation runs at a time: a second `stream`/`generate` from another
+    thread waits for the first to finish (a server batches prompts through `generate` instead)."""
 
     def __init__(self, run_dir: Path, decoder: Any, codec: Codec, vocab: int, eos: tuple[int, ...] = ()):
         self.run_dir, self.decoder, self.codec, self.vocab = run_dir, decoder, codec, vocab
         self.eos = set(eos)  # an imported model's end-of-text ids: generation stops there, as transformers' does
+        self._busy = threading.Lock()
 
     @classmethod
     def load(cls, target: Any = None, onnx: bool = False) -> "LanguageModel":
@@ -102,18 +107,19 @@ class LanguageModel:
         _check_tokens(tokens)
         stop_ids, stop_text = self._stops(sampling.stop)
         pieces = self.codec.pieces()
-        for step in _sample_rows(self.decoder, [ids], tokens, sampling, stop_ids):
-            new = int(step[0])
-            if new < 0:
-                break
-            text, done = stop_text.feed(pieces(new))
-            if text or not done:
-                yield Token(new, text)
-            if done:
-                return
-        tail = stop_text.flush()
-        if tail:
-            yield Token(-1, tail)
+        with self._busy:  # released when the stream ends, or is closed or dropped by its reader
+            for step in _sample_rows(self.decoder, [ids], tokens, sampling, stop_ids):
+                new = int(step[0])
+                if new < 0:
+                    break
+                text, done = stop_text.feed(pieces(new))
+                if text or not done:
+                    yield Token(new, text)
+                if done:
+                    return
+            tail = stop_text.flush()
+            if tail:
+                yield Token(-1, tail)
 
     def generate(self, prompts: Sequence[str | Sequence[int]], tokens: int = 100,
                  sampling: Sampling = Sampling()) -> list[str]:
@@ -122,10 +128,11 @@ class LanguageModel:
         _check_tokens(tokens)
         stop_ids, _ = self._stops(sampling.stop)
         new: list[list[int]] = [[] for _ in rows]
-        for step in _sample_rows(self.decoder, rows, tokens, sampling, stop_ids):
-            for b, t in enumerate(step):
-                if t >= 0:
-                    new[b].append(int(t))
+        with self._busy:
+            for step in _sample_rows(self.decoder, rows, tokens, sampling, stop_ids):
+                for b, t in enumerate(step):
+                    if t >= 0:
+                        new[b].append(int(t))
         return [self.codec.joined(r, n, sampling.stop) for r, n in zip(rows, new)]
 
     def _stops(self, stop: tuple[str, ...]) -> tuple[set[int], StopText]:
