@@ -32,20 +32,22 @@ class Codec:
             return self.tokenizer.decode(list(ids), skip_special_tokens=False)
         return " ".join(str(i) for i in ids)
 
-    def pieces(self) -> Callable[[int], str]:
-        """A function from each new id to the text it adds, for streaming."""
+    def pieces(self, prompt: Sequence[int] = ()) -> Callable[[int], str]:
+        """A function from each new id to the text it adds after `prompt`, for streaming."""
         if self.kind == "ids":
             return lambda i: f" {i}"  # after the prompt's ids, as `generate` prints them
         if self.kind == "bytes":
             decoder = _codecs.getincrementaldecoder("utf-8")(errors="replace")
             return lambda i: decoder.decode(bytes([i]))
-        seen: list[int] = []
-        done = [""]
+        seen = list(prompt)
+        done = [self.decode(seen)]
 
         def token_piece(i: int) -> str:
+            # the difference of whole decodes, as transformers' TextStreamer: a word-level or sentencepiece
+            # tokenizer puts the space between words only when it sees both
             seen.append(i)
             text = self.decode(seen)
-            if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+            if text.endswith("\ufffd") or not text.startswith(done[0]):  # a character split across tokens
                 return ""
             new, done[0] = text[len(done[0]):], text
             return new
@@ -55,9 +57,10 @@ class Codec:
         """The prompt and its continuation, cut before the first stop string."""
         if self.kind == "ids":
             return self.decode(prompt + new)
-        text = self.decode(new)
+        head, whole = self.decode(prompt), self.decode(prompt + new)
+        text = whole[len(head):] if whole.startswith(head) else self.decode(new)
         cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-        return self.decode(prompt) + (text[:cut] if cut >= 0 else text)
+        return head + (text[:cut] if cut >= 0 else text)
 
 
 class StopText:

@@ -106,7 +106,7 @@ class LanguageModel:
         ids = self.encode(prompt)
         _check_tokens(tokens)
         stop_ids, stop_text = self._stops(sampling.stop)
-        pieces = self.codec.pieces()
+        pieces = self.codec.pieces(ids)
         with self._busy:  # released when the stream ends, or is closed or dropped by its reader
             for step in _sample_rows(self.decoder, [ids], tokens, sampling, stop_ids):
                 new = int(step[0])
