@@ -126,13 +126,16 @@ def special_tokens(run_dir: Path) -> dict[str, Any]:
 
 
 def codec_for(run_dir: Path, spec: Any) -> Codec:
+    """A text: run's tokens are bytes (whatever tokenizer its weights came with); else a tokenizer.json
+    gives text; else token ids."""
+    if spec.train is not None and spec.train.data.source == "text":
+        return Codec("bytes")
     path = tokenizer_file(run_dir)
-    if path is not None:
-        from tokenizers import Tokenizer
-        try:
-            return Codec("tokenizer", Tokenizer.from_file(str(path)))
-        except Exception as e:  # the library raises its own exception type for a bad file
-            raise SpecError.at(file_loc(str(path)), f"cannot read the tokenizer: {str(e).splitlines()[0]}",
-                               "write it with tokenizer.save(path) or save_pretrained") from None
-    source = spec.train.data.source if spec.train is not None else None
-    return Codec("bytes" if source == "text" else "ids")
+    if path is None:
+        return Codec("ids")
+    from tokenizers import Tokenizer
+    try:
+        return Codec("tokenizer", Tokenizer.from_file(str(path)))
+    except Exception as e:  # the library raises its own exception type for a bad file
+        raise SpecError.at(file_loc(str(path)), f"cannot read the tokenizer: {str(e).splitlines()[0]}",
+                           "write it with tokenizer.save(path) or save_pretrained") from None

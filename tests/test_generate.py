@@ -124,6 +124,28 @@ def test_with_a_tokenizer_text_goes_in_and_out(text_run):
     assert "the cat sat" + streamed == cut
 
 
+def test_an_imported_folder_brings_its_tokenizer_and_its_eos(tmp_path):
+    """`specc build llama.yaml --weights DIR`: DIR's tokenizer.json gives text in and out, and its eos_token_id
+    ends generation, as transformers' generate would."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from refs import hf_models
+    if not hf_models.available():
+        pytest.skip("transformers (test-only dependency) not installed")
+    eos = WORDS.index("to")  # a word this model says after "the dog ran" (greedy, seed 0)
+    config = dict(LLAMA, vocab_size=len(WORDS), eos_token_id=eos)
+    folder = hf_models.save(hf_models.model("llama", config), tmp_path / "hf")
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(folder / "tokenizer.json"))
+    r = invoke("build", ROOT / "specs/zoo/llama.yaml", "--weights", folder, "--out", tmp_path / "run", "-q")
+    assert r.returncode == 0, r.stderr
+    ids = recompute(tmp_path / "run", tok.encode("the dog ran").ids, 12)
+    assert eos in ids[3:]
+    new = ids[3:ids.index(eos, 3)]  # the eos ends it, and is not printed
+    assert specc.generate(tmp_path / "run", "the dog ran", tokens=12, top_k=1) == tok.decode(ids[:3] + new)
+
+
 @pytest.mark.slow
 def test_export_with_past_steps_in_onnxruntime_and_generates(run):
     r = invoke("export", run, "--onnx", "--with-past", "-q")
