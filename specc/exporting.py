@@ -82,9 +82,9 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     compiled = compile_run(run_dir)
     cfg = compiled.spec.export.override(opset=opts.opset, atol=opts.atol, rtol=opts.rtol, exporter=opts.exporter)
     wanted = opts.deployments()
-    chosen = _formats(formats, cfg, wanted, say)
+    chosen = () if opts.with_past and not formats and not wanted else _formats(formats, cfg, wanted, say)
     _check_plugin_formats(compiled, chosen)
-    if opts.with_past:
+    if opts.with_past:  # alone (`specc export RUN --with-past`), it is the only file written
         from compiler.kvcache import plan
         plan(compiled)  # not a causal LM: exit 2 before anything is written
     trained = runs.is_trained(run_dir)

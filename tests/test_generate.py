@@ -232,8 +232,9 @@ def test_fine_tuning_an_imported_llama_with_frozen_layers(tmp_path):
     assert not torch.equal(a["model.layers.0.self_attn.q_proj.weight"], imported["model.layers.0.self_attn.q_proj.weight"])
     text = specc.generate(tmp_path / "a", "the cat", tokens=8, top_k=1)  # a text: run: bytes in and out
     assert text.startswith("the cat") and len(text.encode()) == len("the cat") + 8
-    r = invoke("export", tmp_path / "a", "--onnx", "--with-past", "-q", cwd=tmp_path)
+    r = invoke("export", tmp_path / "a", "--with-past", "-q", cwd=tmp_path)  # alone: only the file with past
     assert r.returncode == 0, r.stderr
-    past = [c for c in json.loads((tmp_path / "a/export/parity.json").read_text())["checks"]
-            if c["format"] == "onnx-with-past"]
-    assert len(past) == 1 and past[0]["passed"]
+    checks = json.loads((tmp_path / "a/export/parity.json").read_text())["checks"]
+    assert [c["format"] for c in checks] == ["onnx-with-past"] and checks[0]["passed"]
+    assert sorted(p.name for p in (tmp_path / "a/export").iterdir()) == [
+        "genai_config.json", "model_with_past.onnx", "parity.json", "parity.md"]
