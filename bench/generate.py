@@ -1,10 +1,14 @@
 """Generation with a KV cache: `specc generate` (the decoder the compiler derives from the spec) against
 transformers' `generate` with its own cache, same config and weights, same process, interleaved,
-greedy, one thread, medians:
+greedy, one thread, medians over rounds. Each round, each side generates 512 new tokens after a 32-token
+prompt, and the time of every token is taken as it comes (specc's `stream`, a transformers streamer):
 
-  (a) new tokens per second, 256 new tokens after a 32-token prompt          - goal: specc >= 1.5x
-  (b) cost per token over tokens 288-544 against tokens 32-288, for each     - goal: specc's growth
-      (decode time only: a run of 256 new tokens minus a run of 1, the prefill)  <= transformers'
+  (a) new tokens per second over the first 256 new tokens (prefill included)  - goal: specc >= 1.5x
+  (b) the median cost of a token at positions 288-544 against 32-288, each     - goal: specc's growth
+      side against itself in the same generation                                 <= transformers'
+
+Times are the thread's CPU time by default (`--clock cpu`, time.thread_time: torch runs on this one
+thread), which other processes on a shared machine do not inflate; `--clock wall` uses perf_counter.
 
     python bench/generate.py [--model llama|gpt2] [--rounds 5] [--threads 1]
 
@@ -51,46 +55,70 @@ def gpt2_pair():
 
 
 def llama_pair():
+    import tempfile
+
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from specc.building import Import, compile_with
     s = SIZES
     config = LlamaConfig(num_hidden_layers=s["layers"], hidden_size=s["hidden"], num_attention_heads=s["heads"],
                          num_key_value_heads=s["kv_heads"], intermediate_size=688, vocab_size=s["vocab"],
                          max_position_embeddings=s["positions"], bos_token_id=0, eos_token_id=0, pad_token_id=0)
     ref = LlamaForCausalLM(config).eval()
-    from specc.hf import params_from_config  # the zoo's own config mapping (branch hf)
-    compiled = specc.api.compiled(ROOT / "specs/zoo/llama.yaml", params_from_config(ROOT / "specs/zoo/llama.yaml",
-                                                                                     config.to_dict()))
-    compiled.module.load_state_dict(ref.state_dict(), strict=True)
-    return compiled, ref
+    folder = Path(tempfile.mkdtemp(prefix="bench-llama-"))
+    ref.save_pretrained(folder)  # imported as a user would: specc build specs/zoo/llama.yaml --weights DIR
+    return compile_with(ROOT / "specs/zoo/llama.yaml", None, Import.of(folder)), ref
 
 
-class _Specc:
-    """specc generate's path: the LanguageModel (KV-cache decoder, sampling loop), loaded once."""
-
-    def __init__(self, compiled):
-        from compiler.kvcache import decoder
-        from specc.codecs import Codec
-        dec = decoder(compiled)
-        self.lm = LanguageModel(Path("."), dec, Codec("ids"), dec.vocab or SIZES["vocab"])
-
-    def __call__(self, prompt: list[int], new: int) -> list[int]:
-        out = self.lm.generate([prompt], new, Sampling(top_k=1))[0]
-        return [int(t) for t in out.split()][len(prompt):]
+CLOCK = {"cpu": time.thread_time, "wall": time.perf_counter}
+now = CLOCK["cpu"]
 
 
-def _hf(ref):
-    def run(prompt: list[int], new: int) -> list[int]:
-        with torch.no_grad():
-            out = ref.generate(torch.tensor([prompt]), max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                               use_cache=True, pad_token_id=0)
-        return out[0, len(prompt):].tolist()
+class _Clock:
+    """A transformers streamer that notes the time of each put (the prompt first, then every new token)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def put(self, value) -> None:
+        self.times.append(now())
+
+    def end(self) -> None:
+        pass
+
+
+def specc_side(compiled):
+    """specc generate's path: the KV-cache decoder and the sampling loop (LanguageModel.stream)."""
+    from compiler.kvcache import decoder
+    from specc.codecs import Codec
+    dec = decoder(compiled)
+    lm = LanguageModel(Path("."), dec, Codec("ids"), dec.vocab or SIZES["vocab"])
+
+    def run(prompt: list[int], new: int) -> tuple[list[int], list[float]]:
+        start, stamps, ids = now(), [], []
+        for tok in lm.stream(prompt, new, Sampling(top_k=1)):
+            stamps.append(now())
+            ids.append(tok.id)
+        return ids, [start] + stamps
     return run
 
 
-def timed(fn, *args) -> float:
-    t0 = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t0
+def hf_side(ref):
+    def run(prompt: list[int], new: int) -> tuple[list[int], list[float]]:
+        clock = _Clock()
+        start = now()
+        with torch.no_grad():
+            out = ref.generate(torch.tensor([prompt]), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                               use_cache=True, pad_token_id=0, streamer=clock)
+        return out[0, len(prompt):].tolist(), [start] + clock.times[1:]
+    return run
+
+
+def measure(stamps: list[float]) -> dict[str, float]:
+    """From [start, token 1, token 2, ...]: tokens/s over the first NEW, and the median gap per window."""
+    gaps = [b - a for a, b in zip(stamps[1:], stamps[2:])]  # gaps[i]: new token i + 2 (position 33 + i)
+    return {"rate": NEW / (stamps[NEW] - stamps[0]), "early": statistics.median(gaps[:NEW - 1]),
+            "late": statistics.median(gaps[NEW - 1:])}
 
 
 def main() -> None:
@@ -99,32 +127,29 @@ def main() -> None:
                     default="llama" if (ROOT / "specs/zoo/llama.yaml").exists() else "gpt2")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", choices=tuple(CLOCK), default="cpu")
     args = ap.parse_args()
+    global now
+    now = CLOCK[args.clock]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     compiled, ref = llama_pair() if args.model == "llama" else gpt2_pair()
-    runners = {"transformers": _hf(ref), "specc": _Specc(compiled)}
-    g = torch.Generator().manual_seed(1)
-    short = torch.randint(1, SIZES["vocab"], (32,), generator=g).tolist()
-    long = torch.randint(1, SIZES["vocab"], (288,), generator=g).tolist()
-    same = runners["specc"](short, 32) == runners["transformers"](short, 32)
-    print(f"model: {args.model}, {SIZES}, {args.threads} thread(s); same greedy tokens as transformers: {same}")
-    cases = {"full": (short, NEW), "prefill32": (short, 1), "late": (long, NEW), "prefill288": (long, 1)}
-    times = {(r, c): [] for r in runners for c in cases}
-    for _ in range(args.rounds):
-        for case, (prompt, new) in cases.items():
-            for name, fn in runners.items():  # interleaved: each case, each runner, in turn
-                times[(name, case)].append(timed(fn, prompt, new))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    rate = {r: NEW / med[(r, "full")] for r in runners}
-    early = {r: (med[(r, "full")] - med[(r, "prefill32")]) / (NEW - 1) for r in runners}
-    late = {r: (med[(r, "late")] - med[(r, "prefill288")]) / (NEW - 1) for r in runners}
-    for r in runners:
-        print(f"  {r:<13} {rate[r]:8.1f} new tokens/s   {early[r] * 1e3:7.3f} ms/token (32-288)   "
-              f"{late[r] * 1e3:7.3f} ms/token (288-544)   growth {late[r] / early[r]:.3f}")
-    speed = rate["specc"] / rate["transformers"]
+    sides = {"transformers": hf_side(ref), "specc": specc_side(compiled)}
+    prompt = torch.randint(1, SIZES["vocab"], (32,), generator=torch.Generator().manual_seed(1)).tolist()
+    tokens = {name: run(prompt, 2 * NEW)[0] for name, run in sides.items()}  # warm-up, and the check
+    print(f"model: {args.model}, {SIZES}, {args.threads} thread(s), {args.clock} clock, {2 * NEW} new tokens a round; "
+          f"same greedy tokens as transformers: {tokens['specc'] == tokens['transformers']}")
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+    for r in range(args.rounds):
+        for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):  # interleaved, alternating who goes first
+            rows[name].append(measure(sides[name](prompt, 2 * NEW)[1]))
+    med = {name: {k: statistics.median(row[k] for row in rs) for k in rs[0]} for name, rs in rows.items()}
+    for name, m in med.items():
+        print(f"  {name:<13} {m['rate']:8.1f} new tokens/s   {m['early'] * 1e3:7.3f} ms/token (32-288)   "
+              f"{m['late'] * 1e3:7.3f} ms/token (288-544)   growth {m['late'] / m['early']:.3f}")
+    speed = med["specc"]["rate"] / med["transformers"]["rate"]
     print(f"== (a) tokens/s specc/transformers = {speed:.2f}x  {'OK' if speed >= 1.5 else 'UNDER the 1.5x goal'}")
-    grow = {r: late[r] / early[r] for r in runners}
+    grow = {name: m["late"] / m["early"] for name, m in med.items()}
     ok = grow["specc"] <= grow["transformers"]
     print(f"== (b) growth 288-544 vs 32-288: specc {grow['specc']:.3f}, transformers {grow['transformers']:.3f}  "
           f"{'OK' if ok else 'OVER transformers'}")

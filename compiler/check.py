@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import Collector, Loc, SpecError, did_you_mean
 from .export_section import check_export
+from .hf_section import check_hf
 from .expr import FAILED, MAX_FUNCTIONS, Function, calls, define, eval_string, evaluate, try_evaluate
 from .layers import IDENT, MAX_NAME, RESERVED, BodyChecker, check_body, ident
 from .ops import REGISTRY
@@ -56,10 +57,11 @@ def check_partial(tree: Node) -> tuple[Spec, Collector]:
     body = _top_body(tree, inputs, blocks, c)
     train = check_train(tree.get("train"), scope, tree.loc.file, c)
     export = check_export(tree.get("export"), scope, list(dims), c)
-    _recursion(blocks, c)
     pnode = tree.get("params")
+    hf = check_hf(tree.get("hf"), list(pnode.value) if pnode is not None and pnode.is_map else [], c)
+    _recursion(blocks, c)
     param_locs = {k: v.loc for k, v in pnode.value.items()} if pnode is not None and pnode.is_map else {}
-    return Spec(name, params, inputs, dims, blocks, body, train, export, tree, param_locs, functions), c
+    return Spec(name, params, inputs, dims, blocks, body, train, export, tree, param_locs, functions, hf), c
 
 
 def _top_body(tree: Node, inputs: dict, blocks: dict[str, BlockDecl], c: Collector) -> Body:

@@ -5,7 +5,7 @@ They are small on purpose: the pass decides *where* they go, these say *what* th
 - `KVSlot`: one attention node's static cache, preallocated up to the time dim's max.
 - `decode_mask`: the boolean mask over cache + new tokens, causal and padding-aware.
 - `RowWise`: the position subgraph (everything computed from `arange` over time alone, such as
-  learned position embeddings or RoPE's cos/sin) run once per row of `position_ids`.
+  learned position embeddings or RoPE's cos/sin) run on every row's positions of `position_ids`.
 - `align_rows`: a per-row position value broadcast against a batched one.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class KVSlot(nn.Module):
@@ -37,9 +38,9 @@ class KVSlot(nn.Module):
             b, h, _, d = k.shape
             self.k = k.new_zeros(b, h, self.max_len, d)
             self.v = v.new_zeros(v.size(0), v.size(1), self.max_len, v.size(3))
-        self.k[:, :, past_length:end] = k
-        self.v[:, :, past_length:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+        self.k.narrow(2, past_length, k.size(2)).copy_(k)  # in place: the cache never moves
+        self.v.narrow(2, past_length, v.size(2)).copy_(v)
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
 
 
 def decode_mask(attention_mask: torch.Tensor | None, tokens: torch.Tensor, past_length: Any) -> torch.Tensor | None:
@@ -67,24 +68,25 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class RowWise(nn.Module):
-    """The position subgraph on `position_ids` (B, T): once per row with `torch.vmap`, so a spec written
-    for positions (T,) works with per-row positions. One row (or rows that share their positions,
-    given as (1, T)) runs without vmap. Returns a tuple of (B or 1, ...) values."""
+    """The position subgraph on `position_ids` (B, T). A spec computes it for positions (T,), and every
+    positional encoding is a function of each position alone (an embedding row, RoPE's angles), so all
+    rows run as one flat list of B*T positions and come back as (B, T, ...). Rows that share their
+    positions are given as (1, T)."""
 
-    def __init__(self, fn: fx.GraphModule, always_vmap: bool = False) -> None:
+    def __init__(self, fn: fx.GraphModule) -> None:
         super().__init__()
-        self.fn, self.always_vmap = fn, always_vmap
+        self.fn = fn
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if not self.always_vmap and position_ids.size(0) == 1:
-            return tuple(o.unsqueeze(0) for o in self.fn(position_ids[0]))
-        return torch.vmap(self.fn)(position_ids)
+        rows, t = position_ids.shape
+        return tuple(o.reshape((rows, t) + o.shape[1:]) for o in self.fn(position_ids.reshape(-1)))
 
 
-def align_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-row value (B, *S) that the spec broadcast as (*S) against `like` (B, ..., *S): insert
-    size-1 dims after the batch dim so that it lines up the same way."""
-    missing = like.dim() - rows.dim()
+def align_rows(rows: torch.Tensor, like: torch.Tensor | int) -> torch.Tensor:
+    """A per-row value (B, *S) that the spec broadcast as (*S) against a batched value (B, ..., *S) of
+    rank `like` (a tensor, or its rank): insert size-1 dims after the batch dim so that it lines up the
+    same way."""
+    missing = (like if isinstance(like, int) else like.dim()) - rows.dim()
     if missing <= 0:
         return rows
     return rows.reshape(rows.shape[:1] + (1,) * missing + rows.shape[1:])
@@ -109,7 +111,7 @@ class Decoder:
         self.positions = torch.empty(0)
         self.shared = True  # every row has the same positions: run the position nodes once
 
-    @torch.no_grad()
+    @torch.inference_mode()  # lighter than no_grad: no version counters or view tracking on the way
     def start(self, rows: list[list[int]]) -> torch.Tensor:
         """Fill the cache with the prompts (one forward); the logits for each row's next token (B, V)."""
         width = max(len(r) for r in rows)
@@ -128,12 +130,13 @@ class Decoder:
         self.positions = positions[:, -1:]  # (B, 1) the last position of each row
         return logits
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """Append one token per row (B,); the logits for the token after it (B, V)."""
         if self.length >= self.max_len:
             raise ValueError(f"the cache is full ({self.max_len} tokens)")
-        self.mask[:, self.length] = 1
+        if not self.shared:
+            self.mask[:, self.length] = 1
         self.positions = self.positions + 1
         return self._run(ids.view(-1, 1).to(self.mask.device), self.positions)
 
@@ -147,3 +150,55 @@ class Decoder:
 
     def _device(self) -> torch.device:
         return next(iter(self.graph.parameters()), torch.empty(0)).device
+
+
+_ACTIVATIONS = {nn.SiLU: F.silu, nn.ReLU: F.relu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid}
+
+
+def _leaf_call(m: nn.Module) -> tuple[Any, tuple, tuple[str, ...], dict[str, Any]] | None:
+    """A standard leaf module as a function: (function, constant args after the input, the module's
+    tensors that follow them, constant kwargs); None for any other module."""
+    kind = type(m)
+    if kind is nn.Linear:
+        return F.linear, (), ("weight", "bias"), {}
+    if kind is nn.Embedding and m.max_norm is None:
+        return F.embedding, (), ("weight",), {"padding_idx": m.padding_idx}
+    if kind is nn.RMSNorm:
+        return F.rms_norm, (m.normalized_shape,), ("weight",), {"eps": m.eps}
+    if kind is nn.LayerNorm:
+        return F.layer_norm, (m.normalized_shape,), ("weight", "bias"), {"eps": m.eps}
+    if kind is nn.GELU:
+        return F.gelu, (), (), {"approximate": m.approximate}
+    if kind in _ACTIVATIONS:
+        return _ACTIVATIONS[kind], (), (), {}
+    return None
+
+
+def inline_leaves(gm: fx.GraphModule) -> fx.GraphModule:
+    """For inference speed: standard leaf modules (Linear, norms, embeddings, activations) called as
+    functions on their tensors, which the decoder holds as plain attributes too (one dict lookup each,
+    not a walk down `self.model.layers[0].self_attn...` and a Module.__call__). The tensors are the same
+    objects, so the weights stay shared; the modules stay registered, so `parameters()` still lists them."""
+    for node in list(gm.graph.nodes):
+        leaf = _leaf_call(gm.get_submodule(node.target)) if node.op == "call_module" else None
+        if leaf is None:
+            continue
+        fn, constants, names, kwargs = leaf
+        module = gm.get_submodule(node.target)
+        with gm.graph.inserting_before(node):
+            tensors = [_fast_attr(gm, node.target, name, getattr(module, name)) for name in names]
+            call = gm.graph.call_function(fn, (node.args[0], *constants, *tensors), kwargs)
+        call.meta.update(node.meta)
+        node.replace_all_uses_with(call)
+        gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def _fast_attr(gm: fx.GraphModule, target: str, name: str, tensor: torch.Tensor | None) -> fx.Node | None:
+    if tensor is None:
+        return None  # a Linear without bias
+    flat = f"_fast_{target.replace('.', '_')}_{name}"
+    gm.__dict__[flat] = tensor  # a plain attribute: not registered twice, found before Module.__getattr__
+    return gm.graph.get_attr(flat)

@@ -10,10 +10,11 @@ and whose attention is `scaled_dot_product_attention` with `is_causal`:
 - `is_causal` becomes one explicit mask over cache + new tokens (`decode_mask`), built once from
   `attention_mask`, so left-padded prompts of different lengths run as one batch;
 - every `arange` over the time dim becomes `position_ids` (B, T), offset by the cache length; the
-  nodes computed from positions alone (learned position embeddings, RoPE tables) run per row
-  (`RowWise`), and line up with the batched values they meet (`align_rows`).
+  nodes computed from positions alone (learned position embeddings, RoPE tables) run on every row's
+  positions (`RowWise`), and line up with the batched values they meet (`align_rows`).
 
-The result is checked against the full model before it is used (`verify`): a spec that mixes
+The decoder is for inference (dropout is left out). The result is checked against the full model
+before it is used (`verify`): a spec that mixes
 tokens outside its attention (a convolution over time, say) is refused, never decoded wrongly.
 
     step = derive(compiled)             # forward(idx, attention_mask, position_ids, past_length)
@@ -29,7 +30,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .decoding import Decoder, KVSlot, RowWise, align_rows, decode_mask
+from .decoding import Decoder, KVSlot, RowWise, align_rows, decode_mask, inline_leaves
 from .errors import Loc, SpecError
 
 _SDPA = (F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention)
@@ -51,6 +52,7 @@ class Plan:
     aranges: list[fx.Node] = field(default_factory=list)  # arange over the time dim
     vocab: int | None = None
     kv_shapes: list[tuple[int, int]] = field(default_factory=list)  # (kv_heads, head_dim) per attention
+    heads: list[int] = field(default_factory=list)  # query heads per attention
 
 
 def plan(compiled: Any) -> Plan:
@@ -79,7 +81,8 @@ def plan(compiled: Any) -> Plan:
         raise NotCausalLM.at(where, "a KV cache needs causal attention: no scaled_dot_product_attention with "
                            "is_causal: true in this model", "write attention as scaled_dot_product_attention "
                            "with is_causal: true")
-    found.kv_shapes = [_kv_shape(typed, n) for n in found.attentions]
+    found.kv_shapes = [_kv_shape(typed, n, 1) for n in found.attentions]
+    found.heads = [_kv_shape(typed, n, 0)[0] for n in found.attentions]
     return found
 
 
@@ -113,9 +116,9 @@ def _over_time(typed: Any, node: fx.Node, time: str) -> bool:
     return g.args.get("end") == time and g.args.get("start", 0) == 0 and g.args.get("step", 1) == 1
 
 
-def _kv_shape(typed: Any, node: fx.Node) -> tuple[int, int]:
+def _kv_shape(typed: Any, node: fx.Node, slot: int) -> tuple[int, int]:
     g = typed.graph.node(node.meta["specc_path"])
-    shape = typed.shape_of(g.inputs[1])  # the keys: (batch, kv_heads, time, head_dim)
+    shape = typed.shape_of(g.inputs[slot])  # queries or keys: (batch, heads, time, head_dim)
     return int(shape[1]), int(shape[-1])
 
 
@@ -144,7 +147,7 @@ def derive(compiled: Any, style: str = "static", found: Plan | None = None) -> f
     """
     assert style in ("static", "concat")
     found = found or plan(compiled)
-    return _Rewrite(compiled.module, found, style).run()
+    return _Rewrite(compiled.module, compiled.typed, found, style).run()
 
 
 def decoder(compiled: Any) -> Decoder:
@@ -154,7 +157,7 @@ def decoder(compiled: Any) -> Decoder:
     >>> logits = dec.start([[81, 218, 150]])
     """
     found = plan(compiled)
-    dec = Decoder(derive(compiled, "static", found), found.max_len, found.vocab)
+    dec = Decoder(inline_leaves(derive(compiled, "static", found)), found.max_len, found.vocab)
     verify(compiled, dec, found)
     return dec
 
@@ -199,13 +202,13 @@ def _worst(model: Any, dec: Decoder, rows: list[list[int]]) -> float:
 
 
 class _Rewrite:
-    def __init__(self, gm: fx.GraphModule, found: Plan, style: str):
-        self.gm, self.found, self.style = gm, found, style
+    def __init__(self, gm: fx.GraphModule, typed: Any, found: Plan, style: str):
+        self.gm, self.typed, self.found, self.style = gm, typed, found, style
         self.g = fx.Graph()
         self.env: dict[fx.Node, Any] = {}
         self.kinds = _kinds(gm, found)
         self.rows: dict[fx.Node, fx.Node] = {}  # position node -> its per-row value in the new graph
-        self.aligned: dict[tuple[fx.Node, fx.Node], fx.Node] = {}
+        self.aligned: dict[tuple[fx.Node, Any], fx.Node] = {}
         self.presents: list[fx.Node] = []
         self.modules: dict[str, torch.nn.Module] = {}
 
@@ -245,8 +248,10 @@ class _Rewrite:
         if node in self.found.attentions:
             self.env[node] = self._attention(node)
             return
-        ref = next((self.env[i] for i in node.all_input_nodes if self.kinds.get(i) == "data"
-                    and _is_tensor(i)), None)
+        if node.op == "call_module" and isinstance(self.gm.get_submodule(node.target), torch.nn.Dropout):
+            self.env[node] = self._value(node.args[0], None)  # the decoder is for inference: dropout is identity
+            return
+        ref = next((i for i in node.all_input_nodes if self.kinds.get(i) == "data" and _is_tensor(i)), None)
         self.env[node] = self.g.node_copy(node, lambda n: self._value(n, ref))
 
     def _value(self, n: fx.Node, ref: fx.Node | None) -> fx.Node:
@@ -256,10 +261,17 @@ class _Rewrite:
             raise _cannot(n, "a position value that is not a tensor crosses into the token path")
         if ref is None:
             return self.rows[n]
-        key = (n, ref)
+        rank = self._rank(ref)  # one alignment per rank, shared by every layer that needs it
+        key = (n, rank if rank is not None else self.env[ref])
         if key not in self.aligned:
-            self.aligned[key] = self.g.call_function(align_rows, (self.rows[n], ref))
+            self.aligned[key] = self.g.call_function(align_rows, (self.rows[n], rank if rank is not None else
+                                                                   self.env[ref]))
         return self.aligned[key]
+
+    def _rank(self, ref: fx.Node) -> int | None:
+        shape = self.typed.info.get(ref.meta.get("specc_path", ""), None)
+        shape = shape.shape if shape is not None else None
+        return len(shape) if isinstance(shape, tuple) and all(not isinstance(d, tuple) for d in shape) else None
 
     def _attention(self, node: fx.Node) -> fx.Node:
         """SDPA(q, k, v, is_causal) -> SDPA(q, cache(k), cache(v), attn_mask=decode_mask)."""
@@ -303,9 +315,13 @@ class _Rewrite:
         for n in crossing:
             if not _is_tensor(n):
                 raise _cannot(n, "a position value that is not a tensor crosses into the token path")
+            shape = self.typed.info[n.meta["specc_path"]].shape if n.meta.get("specc_path") in self.typed.info else None
+            if isinstance(shape, tuple) and (not shape or shape[0] != self.found.time):
+                raise _cannot(n, f"a value computed from positions must have one row per position (time, ...), "
+                              f"not {shape}")
         sub.output(tuple(env[n] for n in crossing))
         fn = _pruned(fx.GraphModule(self.gm, sub, class_name="Positions"))
-        self.modules["positions"] = RowWise(fn, always_vmap=self.style == "concat")
+        self.modules["positions"] = RowWise(fn)
         rows = self.g.call_module("positions", (self.positions,))
         for i, n in enumerate(crossing):
             self.rows[n] = self.g.call_function(operator.getitem, (rows, i))

@@ -7,6 +7,7 @@ call time, and `print(model.code)` reads like the spec.
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
 from typing import Any
@@ -39,21 +40,27 @@ def make_tensor(args: dict[str, Any]) -> torch.Tensor:
     return inits.apply(t, args.get("init", "zeros"))
 
 
-def build_modules(typed: TypedGraph) -> nn.Module:
+def build_modules(typed: TypedGraph, empty: bool = False) -> nn.Module:
     """Instantiate every module and tensor on the CPU in graph order (so a seed fixes every weight),
-    then tie the shared parameters."""
+    then tie the shared parameters. `empty` puts modules and Parameter nodes on the meta device, with
+    no memory and no initial values, for weights that a file will provide (`load_state_dict(assign=True)`);
+    Buffer nodes stay real, since a non-persistent one is in no file."""
     root = nn.Module()
+    where = torch.device("meta") if empty else contextlib.nullcontext()
     for node in typed.graph.nodes:
         args = typed.info[node.path].args
         owner, leaf = (None, "") if node.op.kind == "function" else owner_of(root, node.path)
         if node.op.kind == "module":
             kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in node.op.ctor_args(args).items()}
-            module = resolve(node.op.target)(**kwargs)
-            for param, init in typed.info[node.path].inits.items():
+            with where:
+                module = resolve(node.op.target)(**kwargs)
+            for param, init in typed.info[node.path].inits.items() if not empty else ():
                 inits.apply(getattr(module, param), init)
             owner.add_module(leaf, module)
         elif node.op.name == "Parameter":
-            owner.register_parameter(leaf, nn.Parameter(make_tensor(args), requires_grad=args.get("requires_grad", True)))
+            t = torch.empty(*args["shape"], dtype=DTYPES[args.get("dtype", "float32")], device="meta") if empty \
+                else make_tensor(args)
+            owner.register_parameter(leaf, nn.Parameter(t, requires_grad=args.get("requires_grad", True)))
         elif node.op.kind == "tensor":
             owner.register_buffer(leaf, make_tensor(args), persistent=args.get("persistent", True))
         if not node.trainable and owner is not None:  # a tied parameter, set below, follows its owner

@@ -96,11 +96,11 @@ def _later_errors(spec: Spec, found: list) -> list:
             and re.sub(r"^(in \w+\(\): )+", "", d.message).removesuffix(" in expression") not in failed]
 
 
-def compile_spec(spec: Spec, seed: int | None = None) -> Compiled:
+def compile_spec(spec: Spec, seed: int | None = None, empty: bool = False) -> Compiled:
     """Resolve, infer shapes, guard the size, then build the weights and the fx module.
 
     The weights are seeded by `seed` (default: the spec's `train.seed`, else 0), and the caller's
-    RNG state is left as it was.
+    RNG state is left as it was. `empty`: parameters on the meta device, for a weight file to fill.
     """
     import torch
 
@@ -115,6 +115,6 @@ def compile_spec(spec: Spec, seed: int | None = None) -> Compiled:
     guard_size(typed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed if seed is None else seed)
-        module = lower(typed, build_modules(typed))
+        module = lower(typed, build_modules(typed, empty))
     module.specc_spec_hash = spec.hash
     return Compiled(spec, typed, module, summarize(spec, typed))

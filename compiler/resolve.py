@@ -306,6 +306,8 @@ class _Resolver(Reader):
             return None  # type: ignore[return-value]
         out = []
         for param, key in value.items():
+            if key is None or key == "":  # `tie: {weight: "${'wte.weight' if tied else ''}"}`: untied here
+                continue
             loc = decl.tie.value[param].loc if decl.tie.is_map and param in decl.tie.value else decl.tie.loc
             owner, _, tensor = key.rpartition(".") if isinstance(key, str) else ("", "", "")
             target = self.by_path.get(owner)

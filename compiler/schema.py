@@ -85,5 +85,8 @@ def spec_schema() -> dict[str, Any]:
             "outputs": {"$ref": "#/$defs/refs"},
             "train": {"type": "object"},
             "export": {"type": "object"},
+            "hf": {"type": "object", "additionalProperties": False, "required": ["model_type"],
+                   "properties": {"model_type": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                                  "config": {"type": "object"}, "expect": {"type": "object"}}},
         },
     }

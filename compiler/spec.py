@@ -18,11 +18,12 @@ from .source import Node
 
 if TYPE_CHECKING:
     from .export_section import ExportConfig
+    from .hf_section import HFSection
     from .train_section import TrainConfig
 
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 TOP_KEYS = ("specc", "name", "description", "params", "functions", "inputs", "dims", "blocks", "layers", "seq", "outputs",
-            "train", "export")
+            "train", "export", "hf")
 NODE_KEYS = ("op", "block", "name", "from", "repeat", "names", "when", "pass", "numbered", "tie", "seq", "layers",
              "outputs", "trainable")
 BLOCK_KEYS = ("params", "inputs", "layers", "seq", "outputs", "description")
@@ -161,6 +162,7 @@ class Spec(_WithBody):
     def scope(self) -> dict[str, Any]:
         """What expressions in the spec's nodes read: its params and its functions."""
         return {**self.functions, **self.params}
+    hf: "HFSection | None" = None  # which Hugging Face folders it reads (`hf:`)
 
     @property
     def seed(self) -> int:
@@ -185,7 +187,7 @@ class Spec(_WithBody):
     @cached_property
     def model_hash(self) -> str:
         """Identifies the model alone (no train, export or description): what a checkpoint must match."""
-        return _digest({k: v for k, v in self.resolved().items() if k not in ("train", "export", "description")})
+        return _digest({k: v for k, v in self.resolved().items() if k not in ("train", "export", "description", "hf")})
 
     @property
     def symbolic_dims(self) -> list[str]:

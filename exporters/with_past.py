@@ -4,7 +4,7 @@ The graph is the KV-cache pass's `concat` decoder (`compiler.kvcache.derive`), s
 spec with causal attention, and it uses the names Optimum and onnxruntime-genai use:
 
   inputs   input_ids [batch, sequence_length] int64
-           attention_mask [batch, total_sequence_length] int64 (1: a token, 0: padding; total = past + new)
+           attention_mask [batch, past_sequence_length + sequence_length] int64 (1: a token, 0: padding)
            position_ids [batch, sequence_length] int64
            past_key_values.{i}.key / .value [batch, kv_heads, past_sequence_length, head_dim] (may be 0 long)
   outputs  logits [batch, sequence_length, vocab]
@@ -49,8 +49,9 @@ def names(layers: int) -> tuple[list[str], list[str]]:
     return ["input_ids", "attention_mask", "position_ids", *pasts], ["logits", *presents]
 
 
-def export(compiled: Any, export_dir: Path, opset: int, meta: dict[str, str]) -> Artifact:
-    """Derive the concat decoder, export it with dynamic batch, sequence and past, write the file."""
+def export(compiled: Any, export_dir: Path, opset: int, meta: dict[str, str], special: dict[str, Any]) -> Artifact:
+    """Derive the concat decoder, export it with dynamic batch, sequence and past, write the file and
+    its genai_config.json."""
     from compiler.kvcache import derive, plan
     start = time.perf_counter()
     found = plan(compiled)
@@ -72,7 +73,9 @@ def export(compiled: Any, export_dir: Path, opset: int, meta: dict[str, str]) ->
     export_dir.mkdir(parents=True, exist_ok=True)
     with staged(path) as tmp:
         onnx.save(model, str(tmp))
-    return Artifact("onnx-with-past", path, time.perf_counter() - start, [], c.summary(), "dynamo")
+    write_genai_config(found, export_dir, special)
+    notes = [f"{GENAI} beside it: the export folder runs in onnxruntime-genai"]
+    return Artifact("onnx-with-past", path, time.perf_counter() - start, notes, c.summary(), "dynamo")
 
 
 def _example(found: Any, batch: int, past: int, new: int) -> list[torch.Tensor]:
@@ -84,14 +87,46 @@ def _example(found: Any, batch: int, past: int, new: int) -> list[torch.Tensor]:
 
 
 def _dynamic(step: Any, found: Any) -> dict[str, Any]:
+    """Dynamic batch, sequence and past; attention_mask's length is past + sequence, which the exporter
+    derives (Dim.AUTO) rather than taking as a third free size."""
     from torch.export import Dim
     batch, seq = Dim("batch"), Dim("sequence_length", max=found.max_len)
-    past, total = Dim("past_sequence_length", min=0, max=found.max_len), Dim("total_sequence_length", max=found.max_len)
+    past = Dim("past_sequence_length", min=0, max=found.max_len)
     placeholders = [n.name for n in step.graph.nodes if n.op == "placeholder"]
-    shapes = {placeholders[0]: {0: batch, 1: seq}, "attention_mask": {0: batch, 1: total},
+    shapes = {placeholders[0]: {0: batch, 1: seq}, "attention_mask": {0: batch, 1: Dim.AUTO},
               "position_ids": {0: batch, 1: seq}}
     shapes.update({name: {0: batch, 2: past} for name in placeholders[3:]})
     return shapes
+
+
+GENAI = "genai_config.json"
+
+
+def write_genai_config(found: Any, export_dir: Path, special: dict[str, Any]) -> Path:
+    """export/genai_config.json: the folder runs in onnxruntime-genai (`og.Model(export_dir)`). `special`
+    holds bos/eos/pad token ids where the run knows them (an imported config.json); without an eos the
+    runtime generates up to max_length."""
+    kv_heads, head_dim = found.kv_shapes[0]
+    model = {"context_length": found.max_len, "type": "decoder", "vocab_size": found.vocab,
+             "pad_token_id": special.get("pad_token_id", 0),
+             "decoder": {"filename": FILE, "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+                         "head_size": head_dim, "hidden_size": found.heads[0] * head_dim,
+                         "num_attention_heads": found.heads[0], "num_hidden_layers": len(found.attentions),
+                         "num_key_value_heads": kv_heads,
+                         "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                                    "position_ids": "position_ids", "past_key_names": "past_key_values.%d.key",
+                                    "past_value_names": "past_key_values.%d.value"},
+                         "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                                     "present_value_names": "present.%d.value"}}}
+    model.update({k: special[k] for k in ("bos_token_id", "eos_token_id") if special.get(k) is not None})
+    search = {"do_sample": False, "max_length": found.max_len, "min_length": 0, "num_beams": 1,
+              "num_return_sequences": 1, "past_present_share_buffer": False, "top_k": 1, "top_p": 1.0,
+              "temperature": 1.0, "repetition_penalty": 1.0, "early_stopping": True, "length_penalty": 1.0,
+              "no_repeat_ngram_size": 0, "diversity_penalty": 0.0}
+    path = export_dir / GENAI
+    with staged(path) as tmp:
+        tmp.write_text(json.dumps({"model": model, "search": search}, indent=2) + "\n")
+    return path
 
 
 class OnnxDecoder:

@@ -9,10 +9,10 @@ fast and does not import torch.
 from compiler.errors import Diagnostic, SpecError
 
 __version__ = "0.1.0"
-__all__ = ["SpecError", "Diagnostic", "build", "load", "train", "export", "diff", "predict", "generate", "sweep",
+__all__ = ["SpecError", "Diagnostic", "build", "load", "train", "export", "diff", "predict", "generate", "sweep", "stream",
            "TrainingDiverged", "__version__"]
 
-_API = {"build", "load", "build_run", "compiled", "train", "export", "diff", "predict", "generate", "sweep", "api"}
+_API = {"build", "load", "build_run", "compiled", "train", "export", "diff", "predict", "generate", "sweep", "stream", "api"}
 _ERRORS = {"TrainingDiverged": "specc.training.errors", "Interrupted": "specc.training.errors"}
 
 

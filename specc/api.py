@@ -84,6 +84,16 @@ def export(target: Any = None, formats: Any = None, **options: Any) -> Any:
     return _export(target, formats, **options)
 
 
+def stream(target: Any = None, prompt: Any = "", tokens: int = 100, *, onnx: bool = False, **sampling: Any) -> Any:
+    """`generate` one token at a time: an iterator of `Token(id, text)`, the texts concatenated after the
+    prompt being the continuation (`specc generate` prints them as they come; servers send them as events).
+
+    >>> for token in specc.stream("runs/gpt", "81 218 150", tokens=16, top_k=1): print(token.text, end="")
+    """
+    from .generating import Sampling, stream as _stream
+    return _stream(target, prompt, tokens, Sampling.of(sampling), onnx)
+
+
 def diff(a: Any, b: Any, params_a: Any = None, params_b: Any = None) -> dict:
     """Per-node changes from A to B, and which of A's weights would load into B (`specc diff`)."""
     from .diffing import diff as _diff
@@ -137,4 +147,4 @@ def sweep(spec: Any, search: Iterable[str], trials: int = 20, **options: Any) ->
 
 
 __all__ = ["Spec", "load", "build", "compiled", "compiled_run", "build_run", "emit_python", "write_graph", "train",
-           "export", "diff", "predict", "generate", "serve", "sweep"]
+           "export", "diff", "predict", "generate", "serve", "sweep", "stream"]

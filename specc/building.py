@@ -9,8 +9,9 @@ from typing import Any, Iterable
 
 from compiler.errors import SpecError, file_loc
 from compiler.pipeline import Compiled, compile_spec
+from compiler.spec import Spec
 
-from . import runs, weights
+from . import hf, runs, weights
 
 
 @dataclass
@@ -21,10 +22,14 @@ class BuildResult:
 
 @dataclass(frozen=True)
 class Import:
-    """`--weights FILE` with its `--weights-map` rules."""
+    """`--weights FILE` (a weight file, or a Hugging Face folder) with its `--weights-map` rules."""
 
     file: Any = None
     rules: tuple[str, ...] = ()
+
+    @property
+    def is_folder(self) -> bool:
+        return self.file is not None and Path(self.file).is_dir()
 
     @classmethod
     def of(cls, file: Any, rules: Iterable[str] = ()) -> "Import":
@@ -36,12 +41,38 @@ class Import:
 
 
 def compile_with(source: Any, params: Any = None, imported: Import = Import()) -> Compiled:
-    """Load and compile (weights seeded by `train.seed`); with an import, load its file strictly."""
-    compiled = compile_spec(runs.load(source, params))
-    if imported.file is not None:
-        state = weights.rename(weights.read(imported.file), imported.rules)
-        weights.load_strict(compiled.module, state, imported.file, weights.aliases(compiled.module))
+    """Load and compile (weights seeded by `train.seed`); with an import, its tensors become the
+    model's: built with its parameters on the meta device, then loaded strictly with assign, so the
+    memory-mapped file is the only copy."""
+    if imported.file is None:
+        return compile_spec(runs.load(source, params))
+    if imported.is_folder:
+        folder = hf.open_folder(imported.file)
+        spec, state = _hf_spec(source, params, folder), hf.read_state(folder)
+    else:
+        spec, state = runs.load(source, params), weights.read(imported.file)
+    compiled = compile_spec(spec, empty=True)
+    state = weights.rename(state, imported.rules)
+    weights.load_strict(compiled.module, state, imported.file, weights.aliases(compiled.module), assign=True)
     return compiled
+
+
+def _hf_spec(source: Any, params: Any, folder: "hf.Folder") -> Spec:
+    """The spec with config.json's values as its params (the spec's `hf:` mapping), then `params`."""
+    from compiler.check import check
+    from compiler.hf_section import read_hf
+    from compiler.overrides import apply_overrides
+    from compiler.pipeline import read_tree
+    if isinstance(source, Spec):
+        raise SpecError.at(file_loc(source.file), "a Hugging Face folder sets the params of a spec source, not of "
+                           "a loaded Spec", "pass the spec's path or text")
+    tree = read_tree(Path(source) / runs.SPEC if runs.is_run(source) else source)
+    declared = tree.get("params")
+    section = read_hf(tree.get("hf"), list(declared.value) if declared is not None and declared.is_map else [])
+    defaults = declared.plain() if declared is not None and declared.is_map else {}
+    apply_overrides(tree, hf.params_for(folder, section, tree.loc.file, defaults))
+    apply_overrides(tree, params)
+    return check(tree)
 
 
 def build_run(source: Any, params: Any = None, out: str | os.PathLike | None = None, force: bool = False,
@@ -57,9 +88,23 @@ def build_run(source: Any, params: Any = None, out: str | os.PathLike | None = N
     summary = dict(compiled.summary, specc_version=__version__, source=origin)
     if imported.file is not None:
         summary["weights"] = {"imported": str(imported.file), "map": list(imported.rules)}
-    runs.write_build(run_dir, runs.resolved_yaml(compiled.spec, origin), summary, weights.state_bytes(compiled.module),
-                     force)
+        if imported.is_folder:
+            summary["weights"]["format"] = "huggingface"
+    runs.write_build(run_dir, runs.resolved_yaml(compiled.spec, origin), summary, compiled.module, force)
     return BuildResult(compiled, run_dir)
+
+
+def ensure_built(spec: Spec, run_dir: Path, origin: str) -> None:
+    """Build `run_dir` from `spec` unless it already holds exactly this spec. A run trained from a
+    different version of the spec is never replaced here."""
+    if runs.is_run(run_dir):
+        old = runs.load(run_dir)
+        if old.hash == spec.hash:
+            return
+        if runs.has_checkpoints(run_dir):
+            raise SpecError.at(file_loc(str(run_dir)), f"{run_dir} was trained from a different version of {origin}",
+                               f"use the run itself ({run_dir}), or start it over with --force")
+    build_run(spec, out=run_dir, force=True, origin=origin)
 
 
 def compile_run(run_dir: Path) -> Compiled:

@@ -228,7 +228,7 @@ def export(
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write export/model.fp16.onnx, checked on the task metric.")] = False,
     optimize: Annotated[Optional[str], typer.Option("--optimize", help="Also save onnxruntime's optimized graph: O1, O2 or O3.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", help="Largest metric drop a variant may show: accuracy points, or percent relative error.")] = 1.0,
-    with_past: Annotated[bool, typer.Option("--with-past", help="Also write export/model_with_past.onnx (KV cache in and out, Optimum's names) for a causal LM, stepped token by token against the eager model.")] = False,
+    with_past: Annotated[bool, typer.Option("--with-past", help="Write export/model_with_past.onnx (KV cache in and out, Optimum's names) and genai_config.json for a causal LM, stepped token by token against the eager model; alone, only that file.")] = False,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Exit 0 even if parity fails.")] = False,
     triton: Annotated[bool, typer.Option("--triton", help="Also write a Triton model repository: export/triton/<name>/{config.pbtxt,1/model.onnx}.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Re-check the artifacts already in RUN/export.")] = False,
@@ -309,8 +309,13 @@ def generate(
 
     def run() -> None:
         from . import api
-        print(api.generate(target, prompt, tokens=tokens, onnx=onnx, temperature=temperature, top_k=top_k,
-                           top_p=top_p, stop=tuple(stop or ()), seed=seed))
+        pieces = api.stream(target, prompt, tokens=tokens, onnx=onnx, temperature=temperature, top_k=top_k,
+                            top_p=top_p, stop=tuple(stop or ()), seed=seed)
+        sys.stdout.write(prompt)
+        for token in pieces:  # each token as it is decoded
+            sys.stdout.write(token.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
 
     _guard(run)
 

@@ -32,26 +32,22 @@ class Codec:
             return self.tokenizer.decode(list(ids), skip_special_tokens=False)
         return " ".join(str(i) for i in ids)
 
-    def pieces(self) -> Callable[[int], str]:
-        """A function from each new id to the text it adds, for streaming."""
+    def pieces(self, prompt: Sequence[int] = ()) -> Callable[[int], str]:
+        """A function from each new id to the text it adds after `prompt`, for streaming."""
         if self.kind == "ids":
-            first = [True]
-
-            def piece(i: int) -> str:
-                text = (" " if not first[0] else "") + str(i)
-                first[0] = False
-                return text
-            return piece
+            return lambda i: f" {i}"  # after the prompt's ids, as `generate` prints them
         if self.kind == "bytes":
             decoder = _codecs.getincrementaldecoder("utf-8")(errors="replace")
             return lambda i: decoder.decode(bytes([i]))
-        seen: list[int] = []
-        done = [""]
+        seen = list(prompt)
+        done = [self.decode(seen)]
 
         def token_piece(i: int) -> str:
+            # the difference of whole decodes, as transformers' TextStreamer: a word-level or sentencepiece
+            # tokenizer puts the space between words only when it sees both
             seen.append(i)
             text = self.decode(seen)
-            if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+            if text.endswith("\ufffd") or not text.startswith(done[0]):  # a character split across tokens
                 return ""
             new, done[0] = text[len(done[0]):], text
             return new
@@ -61,9 +57,10 @@ class Codec:
         """The prompt and its continuation, cut before the first stop string."""
         if self.kind == "ids":
             return self.decode(prompt + new)
-        text = self.decode(new)
+        head, whole = self.decode(prompt), self.decode(prompt + new)
+        text = whole[len(head):] if whole.startswith(head) else self.decode(new)
         cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-        return self.decode(prompt) + (text[:cut] if cut >= 0 else text)
+        return head + (text[:cut] if cut >= 0 else text)
 
 
 class StopText:
@@ -100,25 +97,45 @@ def parse_ids(text: str, where: str = "--prompt") -> list[int]:
     return ids
 
 
-def tokenizer_file(run_dir: Path) -> Path | None:
-    """tokenizer.json in the run folder, else in the folder its weights came from."""
-    candidates = [run_dir / "tokenizer.json"]
+def _folders(run_dir: Path) -> list[Path]:
+    """The run folder, then the folder its weights were imported from."""
+    folders = [run_dir]
     summary = runs.read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
     imported = (summary.get("weights") or {}).get("imported")
     if imported:
         src = Path(imported)
-        candidates.append((src if src.is_dir() else src.parent) / "tokenizer.json")
-    return next((c for c in candidates if c.is_file()), None)
+        folders.append(src if src.is_dir() else src.parent)
+    return folders
+
+
+def tokenizer_file(run_dir: Path) -> Path | None:
+    """tokenizer.json in the run folder, else in the folder its weights came from."""
+    return next((f / "tokenizer.json" for f in _folders(run_dir) if (f / "tokenizer.json").is_file()), None)
+
+
+def special_tokens(run_dir: Path) -> dict[str, Any]:
+    """bos/eos/pad token ids from an imported folder's generation_config.json or config.json ({} if none)."""
+    found: dict[str, Any] = {}
+    for folder in reversed(_folders(run_dir)):
+        for name in ("config.json", "generation_config.json"):  # the latter wins, as in transformers
+            path = folder / name
+            data = runs.read_json(path) if path.is_file() else {}
+            found.update({k: data[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+                          if isinstance(data.get(k), (int, list))})
+    return found
 
 
 def codec_for(run_dir: Path, spec: Any) -> Codec:
+    """A text: run's tokens are bytes (whatever tokenizer its weights came with); else a tokenizer.json
+    gives text; else token ids."""
+    if spec.train is not None and spec.train.data.source == "text":
+        return Codec("bytes")
     path = tokenizer_file(run_dir)
-    if path is not None:
-        from tokenizers import Tokenizer
-        try:
-            return Codec("tokenizer", Tokenizer.from_file(str(path)))
-        except Exception as e:  # the library raises its own exception type for a bad file
-            raise SpecError.at(file_loc(str(path)), f"cannot read the tokenizer: {str(e).splitlines()[0]}",
-                               "write it with tokenizer.save(path) or save_pretrained") from None
-    source = spec.train.data.source if spec.train is not None else None
-    return Codec("bytes" if source == "text" else "ids")
+    if path is None:
+        return Codec("ids")
+    from tokenizers import Tokenizer
+    try:
+        return Codec("tokenizer", Tokenizer.from_file(str(path)))
+    except Exception as e:  # the library raises its own exception type for a bad file
+        raise SpecError.at(file_loc(str(path)), f"cannot read the tokenizer: {str(e).splitlines()[0]}",
+                           "write it with tokenizer.save(path) or save_pretrained") from None

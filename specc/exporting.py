@@ -28,7 +28,7 @@ from exporters.inputs import corners, make_inputs, size_grid
 from exporters.job import FILES, ExportJob
 
 from . import __version__, runs
-from .building import compile_run
+from .building import compile_run, ensure_built
 from .fsutil import atomic_write_text
 
 EXPORTERS = {"onnx": to_onnx.export, "pt2": to_pt2.export, "torchscript": to_torchscript.export}
@@ -68,7 +68,7 @@ def _run_dir(target: Any) -> Path:
     if run_dir is not None:
         return run_dir
     run_dir = runs.RUNS / spec.name
-    runs.ensure_built(spec, run_dir, origin)
+    ensure_built(spec, run_dir, origin)
     return run_dir
 
 
@@ -84,10 +84,14 @@ def export(target: Any = None, formats: tuple[str, ...] | list[str] | None = Non
     cfg = compiled.spec.export.override(opset=opts.opset, atol=opts.atol, rtol=opts.rtol, exporter=opts.exporter)
     final = run_dir / "export"
     wanted = opts.deployments() or (_found_variants(final) if opts.verify and not formats else [])
-    chosen = _verified_formats(final, wanted) if opts.verify and not formats else \
-        _formats(formats, cfg, wanted + (["triton"] if opts.triton else []), say)
+    if opts.verify and not formats:
+        chosen = _verified_formats(final, wanted)
+    elif opts.with_past and not formats and not wanted:
+        chosen = ()
+    else:
+        chosen = _formats(formats, cfg, wanted + (["triton"] if opts.triton else []), say)
     _check_plugin_formats(compiled, chosen)
-    if opts.with_past:
+    if opts.with_past:  # alone (`specc export RUN --with-past`), it is the only file written
         from compiler.kvcache import plan
         plan(compiled)  # not a causal LM: exit 2 before anything is written
     trained = runs.is_trained(run_dir) and runs.stopped_part_way(run_dir) is None
@@ -139,11 +143,13 @@ def _triton(run_dir: Path, say: Callable[[str], None]) -> None:
 def _with_past(session: "_Session", compiled: Any, rep: parity.ParityReport) -> None:
     """--with-past: export/model_with_past.onnx, stepped in onnxruntime against the eager model."""
     from exporters import with_past
+
+    from .codecs import special_tokens
     job = session.job
     try:
         path = job.export_dir / with_past.FILE
         art = _found("onnx-with-past", path) if session.opts.verify else \
-            with_past.export(compiled, job.export_dir, job.config.opset, job.metadata)
+            with_past.export(compiled, job.export_dir, job.config.opset, job.metadata, special_tokens(job.export_dir.parent))
         session._tell(art)
         rep.artifacts.append(_artifact_row(art))
         check = with_past.check(compiled, path, job.config.atol, job.config.rtol)

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from exporters.artifact import file_mode
 from exporters.errors import WriteError
@@ -33,6 +33,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, fsync it, then rename it over `path`. On any
     failure (a full disk, a file-size limit) the temp file is removed, `path` keeps its old
     content, and a `WriteError` says why."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    atomic_write_with(path, write)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """`atomic_write_bytes` for a writer that streams into a file by name (safetensors' `save_file`):
+    `write(tmp)` fills the temp file, which is then fsynced and renamed over `path`."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,10 +50,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise WriteError(path, e.strerror or str(e)) from None
     try:
         os.fchmod(fd, file_mode())  # what open() would give; mkstemp makes 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException as e:
         try:

@@ -14,6 +14,7 @@ run once for many requests.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -21,7 +22,7 @@ from typing import Any, Iterator, Sequence
 from compiler.errors import SpecError, file_loc
 
 from . import runs
-from .codecs import Codec, StopText, codec_for, parse_ids
+from .codecs import Codec, StopText, codec_for, parse_ids, special_tokens
 
 
 @dataclass(frozen=True)
@@ -58,17 +59,22 @@ class Sampling:
 @dataclass(frozen=True)
 class Token:
     """One generated token: its id, and the text it adds (may be "" while a character is incomplete,
-    or while it could be the start of a stop string; ids runs give the id as text, with a space)."""
+    or while it could be the start of a stop string; without a tokenizer, " 81": the id after a space).
+    A last Token with id -1 carries text held back for a stop string that never came."""
 
     id: int
     text: str
 
 
 class LanguageModel:
-    """A causal LM run loaded once: its decoder (torch, or ONNX with past) and its codec."""
+    """A causal LM run loaded once: its decoder (torch, or ONNX with past) and its codec. The decoder's
+    caches live in it, so one generation runs at a time: a second `stream`/`generate` from another
+    thread waits for the first to finish (a server batches prompts through `generate` instead)."""
 
-    def __init__(self, run_dir: Path, decoder: Any, codec: Codec, vocab: int):
+    def __init__(self, run_dir: Path, decoder: Any, codec: Codec, vocab: int, eos: tuple[int, ...] = ()):
         self.run_dir, self.decoder, self.codec, self.vocab = run_dir, decoder, codec, vocab
+        self.eos = set(eos)  # an imported model's end-of-text ids: generation stops there, as transformers' does
+        self._busy = threading.Lock()
 
     @classmethod
     def load(cls, target: Any = None, onnx: bool = False) -> "LanguageModel":
@@ -81,7 +87,9 @@ class LanguageModel:
         else:
             decoder = _torch_decoder(run_dir)
         vocab = decoder.vocab or _vocab_of(run_dir)
-        return cls(run_dir, decoder, codec_for(run_dir, spec), vocab)
+        eos = special_tokens(run_dir).get("eos_token_id")
+        return cls(run_dir, decoder, codec_for(run_dir, spec), vocab, tuple(eos if isinstance(eos, list) else
+                                                                              [] if eos is None else [eos]))
 
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         ids = list(prompt) if not isinstance(prompt, str) else self.codec.encode(prompt)
@@ -98,19 +106,20 @@ class LanguageModel:
         ids = self.encode(prompt)
         _check_tokens(tokens)
         stop_ids, stop_text = self._stops(sampling.stop)
-        pieces = self.codec.pieces()
-        for step in _sample_rows(self.decoder, [ids], tokens, sampling, stop_ids):
-            new = int(step[0])
-            if new < 0:
-                break
-            text, done = stop_text.feed(pieces(new))
-            if text or not done:
-                yield Token(new, text)
-            if done:
-                return
-        tail = stop_text.flush()
-        if tail:
-            yield Token(-1, tail)
+        pieces = self.codec.pieces(ids)
+        with self._busy:  # released when the stream ends, or is closed or dropped by its reader
+            for step in _sample_rows(self.decoder, [ids], tokens, sampling, stop_ids):
+                new = int(step[0])
+                if new < 0:
+                    break
+                text, done = stop_text.feed(pieces(new))
+                if text or not done:
+                    yield Token(new, text)
+                if done:
+                    return
+            tail = stop_text.flush()
+            if tail:
+                yield Token(-1, tail)
 
     def generate(self, prompts: Sequence[str | Sequence[int]], tokens: int = 100,
                  sampling: Sampling = Sampling()) -> list[str]:
@@ -119,20 +128,21 @@ class LanguageModel:
         _check_tokens(tokens)
         stop_ids, _ = self._stops(sampling.stop)
         new: list[list[int]] = [[] for _ in rows]
-        for step in _sample_rows(self.decoder, rows, tokens, sampling, stop_ids):
-            for b, t in enumerate(step):
-                if t >= 0:
-                    new[b].append(int(t))
+        with self._busy:
+            for step in _sample_rows(self.decoder, rows, tokens, sampling, stop_ids):
+                for b, t in enumerate(step):
+                    if t >= 0:
+                        new[b].append(int(t))
         return [self.codec.joined(r, n, sampling.stop) for r, n in zip(rows, new)]
 
     def _stops(self, stop: tuple[str, ...]) -> tuple[set[int], StopText]:
         if self.codec.kind != "ids":
-            return set(), StopText(stop)
+            return set(self.eos), StopText(stop)
         ids = [parse_ids(s, "--stop") for s in stop]
         if any(len(i) != 1 for i in ids):
             raise SpecError.at(file_loc("--stop"), "without a tokenizer, each --stop is one token id",
                                "--stop 50256 (repeat --stop for several)")
-        return {i[0] for i in ids}, StopText(())
+        return {i[0] for i in ids} | self.eos, StopText(())
 
 
 def stream(target: Any, prompt: str | Sequence[int], tokens: int = 100, sampling: Sampling | None = None,
@@ -145,7 +155,7 @@ def stream(target: Any, prompt: str | Sequence[int], tokens: int = 100, sampling
     `target` is a run folder or a loaded `LanguageModel` (load once, stream many); `prompt` is text
     (token ids "81 218 150" for runs without a tokenizer) or a list of ids; `sampling` a `Sampling`
     (temperature, top_k, top_p, stop, seed). Each `Token` has `.id` and `.text` (the text it adds;
-    concatenated, the texts are the continuation). Errors in the input (ids outside the vocabulary,
+    concatenated after the prompt, the texts are the continuation). Errors in the input (ids outside the vocabulary,
     an empty prompt, bad settings) raise `SpecError` before the first token.
 
     >>> for tok in stream("runs/gpt", "81 218 150", tokens=8, sampling=Sampling(top_k=1)):

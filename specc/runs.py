@@ -22,7 +22,8 @@ import compiler
 from compiler.errors import SpecError, file_loc
 from compiler.spec import Spec
 
-from .fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from . import weights
+from .fsutil import atomic_write_json, atomic_write_text
 
 RUNS = Path("runs")
 SPEC, SUMMARY, WEIGHTS, CHECKPOINTS = "spec.yaml", "summary.json", "model.safetensors", "checkpoints"
@@ -133,7 +134,7 @@ def check_overwrite(run_dir: Path, force: bool) -> None:
                            "its weights", "pass --out DIR for a new run, or --force to start this one over")
 
 
-def write_build(run_dir: Path, spec_yaml: str, summary: dict, weights: bytes, force: bool = False) -> None:
+def write_build(run_dir: Path, spec_yaml: str, summary: dict, module: Any, force: bool = False) -> None:
     """Write spec.yaml, summary.json and model.safetensors, each atomically (summary.json last: its
     presence marks a complete build)."""
     check_overwrite(run_dir, force)
@@ -144,7 +145,7 @@ def write_build(run_dir: Path, spec_yaml: str, summary: dict, weights: bytes, fo
                 if child.name != ".lock":
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / WEIGHTS, weights)
+    weights.write_state(module, run_dir / WEIGHTS)  # streamed from the module's tensors, never a bytes copy
     atomic_write_text(run_dir / SPEC, spec_yaml)
     atomic_write_json(run_dir / SUMMARY, summary)
 
@@ -159,17 +160,3 @@ def run_of(target: Any, params: Any = None) -> tuple[Path | None, Spec, str]:
     if is_run(path):
         return path, load_run(path, params), str(path)
     return None, load(path, params), str(path)
-
-
-def ensure_built(spec: Spec, run_dir: Path, origin: str) -> None:
-    """Build `run_dir` from `spec` unless it already holds exactly this spec. A run trained from a
-    different version of the spec is never replaced here."""
-    if is_run(run_dir):
-        old = load(run_dir)
-        if old.hash == spec.hash:
-            return
-        if has_checkpoints(run_dir):
-            raise SpecError.at(file_loc(str(run_dir)), f"{run_dir} was trained from a different version of {origin}",
-                               f"use the run itself ({run_dir}), or start it over with --force")
-    from .building import build_run
-    build_run(spec, out=run_dir, force=True, origin=origin)

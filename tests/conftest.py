@@ -16,6 +16,15 @@ ZOO_SMALL = {
             "num_classes": 10},
     "gpt": {"vocab_size": 97, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
     "yolov8": {"scale": "n", "nc": 3},
+    "gpt2": {"vocab_size": 97, "n_positions": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
+    "llama": {"vocab_size": 97, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32,
+              "tie_word_embeddings": True},
+    "qwen2": {"vocab_size": 97, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32,
+              "tie_word_embeddings": True},
+    "bert": {"vocab_size": 97, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64, "max_position_embeddings": 32},
 }
 SPEC_CASES = [(p, None) for p in SPECS] + [(p, ZOO_SMALL[p.stem]) for p in ZOO]  # (path, params)
 sys.path.insert(0, str(ROOT / "tests"))
@@ -63,6 +72,16 @@ def cli(tmp_path):
         kw.setdefault("cwd", tmp_path)
         return invoke(*args, **kw)
     return call
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models run fastest on one thread, and other load on a shared machine cannot stall OpenMP."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def pytest_configure(config):

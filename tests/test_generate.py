@@ -103,23 +103,47 @@ def test_stream_yields_the_tokens_one_at_a_time(run, lm):
     assert lm.decoder.length == 3
     rest = list(tokens)
     assert [first.id] + [t.id for t in rest] == recompute(run, [5, 17, 3], 8)[3:]
-    assert "5 17 3 " + "".join(t.text for t in [first, *rest]) == lm.generate(["5 17 3"], 8, Sampling(top_k=1))[0]
+    assert "5 17 3" + "".join(t.text for t in [first, *rest]) == lm.generate(["5 17 3"], 8, Sampling(top_k=1))[0]
 
 
 def test_with_a_tokenizer_text_goes_in_and_out(text_run):
     run, tok = text_run
     ids = recompute(run, tok.encode("the cat sat").ids, 10)
     text = specc.generate(run, "the cat sat", tokens=10, top_k=1)
-    assert text == tok.decode(ids[:3]) + tok.decode(ids[3:])
+    assert text == tok.decode(ids)  # the words of the continuation spaced as the tokenizer spaces them
     pieces = list(stream(run, "the cat sat", tokens=10, sampling=Sampling(top_k=1)))
     assert [p.id for p in pieces] == ids[3:]
-    assert "".join(p.text for p in pieces) == tok.decode(ids[3:])
+    assert "the cat sat" + "".join(p.text for p in pieces) == text
+    r = invoke("generate", run, "--prompt", "the cat sat", "--tokens", "10", "--top-k", "1")
+    assert r.returncode == 0 and r.stdout == text + "\n"
     # a stop string cuts the text before it, in the batch result and in the stream alike
     word = tok.decode(ids[7:8])
     cut = specc.generate(run, "the cat sat", tokens=10, top_k=1, stop=word)
-    assert cut == text[:text.index(word, len("the cat sat"))]
+    assert cut == text[:text.index(" " + word, len("the cat sat"))] + " "
     streamed = "".join(p.text for p in stream(run, "the cat sat", 10, Sampling(top_k=1, stop=(word,))))
     assert "the cat sat" + streamed == cut
+
+
+def test_an_imported_folder_brings_its_tokenizer_and_its_eos(tmp_path):
+    """`specc build llama.yaml --weights DIR`: DIR's tokenizer.json gives text in and out, and its eos_token_id
+    ends generation, as transformers' generate would."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from refs import hf_models
+    if not hf_models.available():
+        pytest.skip("transformers (test-only dependency) not installed")
+    eos = WORDS.index("to")  # a word this model says after "the dog ran" (greedy, seed 0)
+    config = dict(LLAMA, vocab_size=len(WORDS), eos_token_id=eos)
+    folder = hf_models.save(hf_models.model("llama", config), tmp_path / "hf")
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(folder / "tokenizer.json"))
+    r = invoke("build", ROOT / "specs/zoo/llama.yaml", "--weights", folder, "--out", tmp_path / "run", "-q")
+    assert r.returncode == 0, r.stderr
+    ids = recompute(tmp_path / "run", tok.encode("the dog ran").ids, 12)
+    assert eos in ids[3:]
+    new = ids[3:ids.index(eos, 3)]  # the eos ends it, and is not printed
+    assert specc.generate(tmp_path / "run", "the dog ran", tokens=12, top_k=1) == tok.decode(ids[:3] + new)
 
 
 @pytest.mark.slow
@@ -139,7 +163,20 @@ def test_export_with_past_steps_in_onnxruntime_and_generates(run):
     assert len(past) == 1 and past[0]["passed"] and past[0]["sizes"] == {"batch": 2, "steps": 16}
     onnx_out = invoke("generate", run, "--prompt", "5 17 3", "--tokens", "12", "--top-k", "1", "--onnx")
     assert onnx_out.returncode == 0, onnx_out.stderr
-    assert onnx_out.stdout.split() == [str(i) for i in recompute(run, [5, 17, 3], 12)]
+    expected = recompute(run, [5, 17, 3], 12)
+    assert onnx_out.stdout.split() == [str(i) for i in expected]
+    # the export folder runs in onnxruntime-genai as it is (genai_config.json beside the file)
+    import onnxruntime_genai as og
+    model = og.Model(str(run / "export"))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=15, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens([5, 17, 3])
+    genai = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        genai.append(int(generator.get_next_tokens()[0]))
+    assert genai == expected[3:]
 
 
 def test_with_past_needs_a_causal_lm(tmp_path):
@@ -150,3 +187,54 @@ def test_with_past_needs_a_causal_lm(tmp_path):
     assert r.stderr.splitlines()[0].endswith("error: a KV cache needs a causal language model: one int64 input "
                                              "[batch, time]")
     assert not (tmp_path / "enc/export").exists()
+
+
+LLAMA = {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+         "tie_word_embeddings": False, "rope_theta": 10000.0}
+FINE_TUNE = """train:
+  data: {text: tiny.txt, block_size: 16, val_split: 0.1}
+  loss: CrossEntropyLoss
+  optimizer: {name: AdamW, lr: 0.003}
+  epochs: 2
+  batch_size: 8
+"""
+
+
+@pytest.mark.slow
+def test_fine_tuning_an_imported_llama_with_frozen_layers(tmp_path):
+    """Part 7: a Hugging Face folder imported, its embeddings frozen (trainable: false), fine-tuned on a text
+    file: it trains, resumes to exactly the same weights, generates, and exports with past."""
+    from safetensors.torch import load_file
+
+    from refs import hf_models
+    if not hf_models.available():
+        pytest.skip("transformers (test-only dependency) not installed")
+    folder = hf_models.save(hf_models.model("llama", LLAMA), tmp_path / "hf")
+    (tmp_path / "tiny.txt").write_text("the cat sat on the mat. a dog ran to the red ball.\n" * 40)
+    zoo = (ROOT / "specs/zoo/llama.yaml").read_text()
+    frozen = zoo.replace("- {name: embed_tokens, op: Embedding,", "- {name: embed_tokens, trainable: false, op: Embedding,")
+    assert frozen != zoo
+    (tmp_path / "llama.yaml").write_text(frozen + FINE_TUNE)
+    for run in ("a", "b"):
+        r = invoke("build", tmp_path / "llama.yaml", "--weights", folder, "--out", tmp_path / run, "-q", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "a/summary.json").read_text())
+    assert summary["parameters"] - summary["trainable_parameters"] == 256 * 32  # the embeddings
+    assert invoke("train", tmp_path / "a", cwd=tmp_path).returncode == 0
+    assert invoke("train", tmp_path / "b", "--epochs", "1", cwd=tmp_path).returncode == 0
+    r = invoke("train", tmp_path / "b", "--resume", "--epochs", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    imported, a, b = (load_file(p) for p in (folder / "model.safetensors", tmp_path / "a/model.safetensors",
+                                              tmp_path / "b/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # resumed: bit for bit the uninterrupted run
+    assert torch.equal(a["model.embed_tokens.weight"], imported["model.embed_tokens.weight"])  # frozen
+    assert not torch.equal(a["model.layers.0.self_attn.q_proj.weight"], imported["model.layers.0.self_attn.q_proj.weight"])
+    text = specc.generate(tmp_path / "a", "the cat", tokens=8, top_k=1)  # a text: run: bytes in and out
+    assert text.startswith("the cat") and len(text.encode()) == len("the cat") + 8
+    r = invoke("export", tmp_path / "a", "--with-past", "-q", cwd=tmp_path)  # alone: only the file with past
+    assert r.returncode == 0, r.stderr
+    checks = json.loads((tmp_path / "a/export/parity.json").read_text())["checks"]
+    assert [c["format"] for c in checks] == ["onnx-with-past"] and checks[0]["passed"]
+    assert sorted(p.name for p in (tmp_path / "a/export").iterdir()) == [
+        "genai_config.json", "model_with_past.onnx", "parity.json", "parity.md"]

@@ -6,7 +6,7 @@ import torch
 import specc
 from compiler.errors import SpecError
 from compiler.kvcache import decoder, derive
-from conftest import ROOT
+from conftest import ROOT, ZOO_SMALL
 
 GPT = {"vocab_size": 61, "block_size": 40, "n_layer": 2, "n_head": 2, "n_embd": 32}
 
@@ -56,6 +56,16 @@ def test_prompts_of_different_lengths_in_one_batch_equal_each_alone(gpt):
         with torch.no_grad():
             alone = gpt.module(torch.tensor([p]))[0, -1]
         torch.testing.assert_close(first[b], alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stem", ["gpt", "gpt2", "llama", "qwen2"])
+def test_every_causal_lm_of_the_zoo_decodes_as_a_full_recompute(stem):
+    """One pass for every architecture: learned positions (nanoGPT, GPT-2 with its dropout module), RoPE with
+    GQA (Llama), q/k/v biases (Qwen2)."""
+    compiled = specc.api.compiled(ROOT / f"specs/zoo/{stem}.yaml", ZOO_SMALL[stem])
+    model = compiled.module.eval()
+    prompts = [[5, 6, 7, 8, 9], [11, 12]]
+    assert greedy(decoder(compiled), prompts, 6) == [recompute(model, p, 6) for p in prompts]
 
 
 def test_the_cache_is_static_and_the_weights_are_shared(gpt):

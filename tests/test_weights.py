@@ -318,7 +318,8 @@ def _write_bad(kind, ref, d):
         return "nope.pth", ["weight file does not exist\n"], READ_HINT
     if kind == "directory":
         (d / "weights").mkdir()
-        return "weights", ["weight file is not a regular file\n"], READ_HINT
+        return "weights", ["not a Hugging Face folder: it has no config.json\n"], (
+            "pass a folder written by save_pretrained (config.json and model.safetensors), or a weight file")
     raise AssertionError(kind)
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import specc
 from conftest import ZOO, ZOO_SMALL, invoke
-from refs import nanogpt
+from refs import hf_models, nanogpt
 from refs import torchvision_models as tv
 from refs import ultralytics_models
 
@@ -54,6 +54,8 @@ def reference(stem, params):
         return nanogpt.GPT(nanogpt.GPTConfig(**{**GPT_DEFAULTS, **p}))
     if stem == "yolov8":
         return ultralytics_models.detection_model(p.get("scale", "n"), p.get("nc", 80))
+    if stem in hf_models.CLASSES:  # the params are the config's names (tests/test_hf.py tests these specs)
+        return hf_models.model(stem, p)
     raise AssertionError(stem)
 
 
@@ -62,6 +64,9 @@ def example(stem, params, batch=2):
     if stem == "gpt":
         p = {**GPT_DEFAULTS, **params}
         return torch.randint(0, p["vocab_size"], (batch, p["block_size"]), generator=g)
+    if stem in hf_models.CLASSES:
+        ids = torch.randint(0, params["vocab_size"], (batch, 8), generator=g)
+        return (ids, torch.ones_like(ids), torch.zeros_like(ids)) if stem == "bert" else ids
     if stem == "vit":
         size = params.get("image_size", 224)
         return torch.randn(batch, 3, size, size, generator=g)
@@ -261,6 +266,10 @@ VARIANTS = {  # a second setting of each spec, to diff the ZOO_SMALL run against
     "vit": {**ZOO_SMALL["vit"], "num_layers": 3, "image_size": 48},
     "gpt": {**ZOO_SMALL["gpt"], "n_layer": 3, "block_size": 64},
     "yolov8": {"scale": "n", "nc": 5},
+    "gpt2": {**ZOO_SMALL["gpt2"], "n_layer": 3, "n_positions": 64},
+    "llama": {**ZOO_SMALL["llama"], "num_hidden_layers": 3, "num_key_value_heads": 4},
+    "qwen2": {**ZOO_SMALL["qwen2"], "num_hidden_layers": 1, "intermediate_size": 48},
+    "bert": {**ZOO_SMALL["bert"], "num_hidden_layers": 3, "type_vocab_size": 3},
 }
 
 
@@ -312,8 +321,9 @@ def test_zoo_run_ejects_to_standalone_python(path, tmp_path, monkeypatch):
     ejected.load_state_dict(saved, strict=True)
     built = specc.api.compiled_run(run).module.eval()
     x = example(stem, params)
+    x = x if isinstance(x, tuple) else (x,)  # BERT takes three inputs
     with torch.no_grad():
-        torch.testing.assert_close(ejected.eval()(x), built(x), **TOL)
+        torch.testing.assert_close(ejected.eval()(*x), built(*x), **TOL)
     if stem == "gpt":
         assert ejected.get_submodule("lm_head").weight is ejected.get_submodule("transformer.wte").weight
 
