@@ -49,6 +49,12 @@ def module_args(name: str) -> list[tuple[str, str, Any]]:
     return [tuple(a) for a in load()["modules"][name]]
 
 
+def module_attributes() -> frozenset[str]:
+    """Attribute names of the modules specc builds (nn.Module, nn.Sequential, fx.GraphModule): a
+    submodule of that name would shadow them, or be shadowed."""
+    return frozenset(load().get("module_attributes", ()))
+
+
 def component_args(kind: str, name: str) -> list[str]:
     """Argument names of a loss, optimizer or scheduler (kind: losses | optimizers | schedulers)."""
     return [a for a, _, _ in load()[kind][name]]
@@ -108,8 +114,11 @@ def generate(module_names: list[str]) -> dict[str, Any]:
     schedulers = {n: _signature(c, _SKIP | {"optimizer"}) for n, c in sorted(vars(sched).items())
                   if isinstance(c, type) and n not in _NO_SCHEDULERS and not n.startswith("_")
                   and (issubclass(c, sched.LRScheduler) or c is sched.ReduceLROnPlateau)}
+    import torch.fx as fx
+    built = set(dir(fx.GraphModule(nn.Module(), fx.Graph()))) | set(dir(nn.Sequential()))
     return {"torch": torch.__version__.split("+")[0], "modules": modules, "losses": losses,
-            "optimizers": optimizers, "schedulers": schedulers}
+            "optimizers": optimizers, "schedulers": schedulers,
+            "module_attributes": sorted(n for n in built if n.isidentifier())}
 
 
 def dumps(data: dict[str, Any]) -> str:

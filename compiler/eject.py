@@ -140,6 +140,16 @@ class _Ejector:
         self.helpers: dict[str, str] = {}  # specc's own modules, copied into the file
         self.folded = fold.plan(typed.graph)
 
+    def frozen(self) -> list[str]:
+        """`trainable: false`: the lines that freeze those modules' and Parameter nodes' parameters."""
+        lines = []
+        for kind, getter in (("module", "get_submodule"), ("tensor", "get_parameter")):
+            paths = [n.path for n in self.typed.graph.nodes if not n.trainable and n.op.kind == kind
+                     and n.op.name != "Buffer"]
+            if paths:
+                lines += [f"for path in {paths!r}:  # trainable: false", f"    self.{getter}(path).requires_grad_(False)"]
+        return lines
+
     def constants(self) -> list[str]:
         """The top class's __init__ lines that compute the constants (see `fold`) and register the
         stored ones as non-persistent buffers where the compiled module has them."""
@@ -196,6 +206,7 @@ class _Ejector:
         dtype = f", dtype=torch.{args.get('dtype', 'float32')}"
         init = args.get("init", "zeros")
         make = f"torch.{init}({shape}{dtype})" if init in ("zeros", "ones") else \
+            inits.value_code(init, shape, f"torch.{args.get('dtype', 'float32')}") or \
             inits.code(f"torch.empty({shape}{dtype})", init)  # nn.init's functions return the tensor
         if node.op.name == "Parameter":
             grad = "" if args.get("requires_grad", True) else ", requires_grad=False"
@@ -225,6 +236,7 @@ class _ClassWriter:
         self.body.append("return " + ", ".join(outs))
         if self.scope.kind == "top":  # the constants and the shared tensors, once every child exists
             self.init += self.ej.constants()
+            self.init += self.ej.frozen()  # before the ties: a tied parameter follows its owner
             self.init += [f"self.get_submodule({n.path!r}).{t.param} = self.get_parameter({t.key!r})"
                           for n in self.ej.typed.graph.nodes for t in n.ties]
         params += [name for _, name in self.names.free]

@@ -45,6 +45,7 @@ class GNode:
     scope_inputs: list[Val] = field(default_factory=list)  # the enclosing block's inputs: where sizes come from
     ties: list[Tie] = field(default_factory=list)
     inits: dict[str, tuple[Any, Loc]] = field(default_factory=dict)  # module parameter -> (init, where written)
+    trainable: bool = True  # False: `trainable: false` here or on an enclosing node freezes its parameters
 
     @property
     def n_outputs(self) -> int | None:

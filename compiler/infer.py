@@ -84,6 +84,7 @@ class NodeRunner:
             counts = _counts(node, module)
             if key is not None:
                 p.memo[key] = (a, b, shape, counts, args, module)
+        counts = counts if node.trainable else (counts[0], 0, counts[2])  # frozen: `trainable: false`
         counts = self.ties(node, module, counts)
         given = self.inits(node, module)
         p.modules[node.path] = module
@@ -203,7 +204,7 @@ class NodeRunner:
                     continue
                 raise ShapeError(f"{_desc(node)} has no parameter '{param}' to initialize",
                                  f"its parameters: {', '.join(own) or 'none'}", loc)
-            bad = inits.problem(init, "float32", own[param].dim())
+            bad = inits.problem(init, "float32", shape=tuple(own[param].shape))
             if bad is not None:
                 raise ShapeError(bad[0], bad[1], loc)
             active[param] = init
@@ -229,7 +230,7 @@ class NodeRunner:
                 raise ShapeError(f"{tie.param} of {_desc(node)} has shape {tuple(own.shape)} but '{tie.key}' has "
                                  f"{tuple(other.shape)}", "tied tensors must have the same shape", tie.loc)
             params -= own.numel()
-            trainable -= own.numel() if own.requires_grad else 0
+            trainable -= own.numel() if own.requires_grad and node.trainable else 0  # it follows its owner
             nbytes -= own.numel() * own.element_size()
         return params, trainable, nbytes
 

@@ -10,6 +10,7 @@ import keyword
 import re
 from dataclasses import dataclass, field
 
+from .catalog import module_attributes
 from .errors import Collector, did_you_mean
 from .ops import OpDef, lookup, registry, snake
 from .source import Node
@@ -18,12 +19,10 @@ from .spec import NODE_KEYS, BlockDecl, Body, NodeDecl, Ref
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 REF = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\.([0-9]{1,6}))?")
 MAX_NAME = 64
-# attributes of nn.Module that a submodule name would shadow
-RESERVED = {"forward", "training", "eval", "train", "to", "cuda", "cpu", "parameters", "buffers", "modules",
-            "children", "state_dict", "apply", "zero_grad", "half", "float", "double", "type", "register_buffer",
-            "code", "graph", "self"}
+ATTRIBUTES = module_attributes()  # a node of such a name would shadow nn.Module's (`self` does not: BERT's attention.self)
+RESERVED = ATTRIBUTES | {"self"}  # input names: `self` is forward's own first parameter
 _BODY_KINDS = ("op", "block", "seq", "layers")
-_GROUP_KEYS = ("name", "from", "repeat", "names", "when", "outputs", "seq", "layers")
+_GROUP_KEYS = ("name", "from", "repeat", "names", "when", "outputs", "seq", "layers", "trainable")
 
 
 def ident(node: Node, what: str, c: Collector) -> bool:
@@ -146,7 +145,7 @@ class _NodeCheck:
             return None
         return NodeDecl(name, derived, self.op.name if self.op else None, self.block, body, refs, slots,
                         self.e.get("repeat"), self.e.get("names"), self.e.get("when"), self.e.get("tie"), args,
-                        self.raw.loc, inits)
+                        self.raw.loc, inits, self.e.get("trainable"))
 
     # --- kind ---------------------------------------------------------------------------
 
@@ -200,7 +199,7 @@ class _NodeCheck:
         if name_n is not None:
             if not ident(name_n, "node", self.c):
                 return None, False
-            if name_n.value in RESERVED:
+            if name_n.value in ATTRIBUTES:
                 self.c.error(name_n.loc, f"node name '{name_n.value}' is reserved by torch.nn.Module", "rename the node")
             return name_n.value, False
         base = snake(self.op.name) if self.op is not None else self.block or self.group[0]  # type: ignore[index]
@@ -260,6 +259,9 @@ class _NodeCheck:
         if "outputs" in e and self.group is None:
             self.c.error(self.arg_locs.get("outputs", self.raw.loc), "outputs: belongs to a group (seq: or layers:)",
                          "drop it; a node's output is the node itself")
+        if "trainable" in e and self.op is not None and self.op.kind == "function":
+            self.c.error(self.arg_locs.get("trainable", self.raw.loc), f"trainable: freezes parameters; "
+                         f"{self.op.name} has none", "put it on a module, a Parameter, a block or a group node")
         tie = e.get("tie")
         if tie is not None:
             if self.op is None or self.op.kind != "module":

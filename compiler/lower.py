@@ -63,6 +63,8 @@ def build_modules(typed: TypedGraph, empty: bool = False) -> nn.Module:
             owner.register_parameter(leaf, nn.Parameter(t, requires_grad=args.get("requires_grad", True)))
         elif node.op.kind == "tensor":
             owner.register_buffer(leaf, make_tensor(args), persistent=args.get("persistent", True))
+        if not node.trainable and owner is not None:  # a tied parameter, set below, follows its owner
+            getattr(owner, leaf).requires_grad_(False)
     for node in typed.graph.nodes:
         for tie in node.ties:
             setattr(root.get_submodule(node.path), tie.param, root.get_parameter(tie.key))
@@ -117,6 +119,13 @@ class _FxEmitter:
         return emit(self.g, call, self.node.path, None)
 
 
+def _fx_name(path: str) -> str:
+    """The generated code's variable for a node: its path made an identifier, and never `self`
+    (forward's own), which torch.fx does not rename by itself."""
+    name = _UNSAFE.sub("_", path)
+    return name + "_" if name == "self" else name
+
+
 def emit(g: fx.Graph, call: Call, path: str, name: str | None) -> fx.Node:
     if call.kind == "module":
         return g.create_node("call_module", path, call.args, call.kwargs, name=name)
@@ -156,7 +165,7 @@ def lower(typed: TypedGraph, root: nn.Module | None = None) -> fx.GraphModule:
             continue  # a step towards a constant: computed at build, never at run time
         call = Call("tensor") if node.path in folded.stored else \
             node.op.bind(_FxEmitter(g, typed, node, get), [get(v) for v in node.inputs], node.args, node.op)
-        fx_node = emit(g, call, node.path, _UNSAFE.sub("_", node.path))
+        fx_node = emit(g, call, node.path, _fx_name(node.path))
         fx_node.meta["specc_path"] = node.path
         fx_node.meta["specc_loc"] = node.loc
         values[node.path] = fx_node

@@ -36,6 +36,7 @@ class _Ctx:
     numbered: bool = False
     counter: list[int] = field(default_factory=lambda: [0])
     env: Env = field(default_factory=dict)  # what the body has defined so far (inline groups read it)
+    frozen: bool = False  # under a `trainable: false`
 
     def number(self) -> str:
         self.counter[0] += 1
@@ -197,7 +198,8 @@ class _Resolver:
     def node(self, decl: NodeDecl, vals: list, locs: list, ctx: _Ctx, into: Scope) -> Any:
         present = self.present(decl, ctx.params)
         count = self.repeat(decl, ctx.params)
-        if present is None or count is _FAIL:
+        trainable = self.flag(decl.trainable, "trainable", ctx.params)
+        if present is None or count is _FAIL or trainable is None:
             return None
         given = [v for v in vals if v is not None]
         if not present or count == 0:  # absent: an op passes its first input on, a block all of them
@@ -213,7 +215,8 @@ class _Resolver:
             if key is None or self.over_limit:
                 return None
             local = dict(ctx.params, i=k) if count is not None else ctx.params
-            sub = _Ctx(local, ctx.prefix, ctx.scope_inputs, ctx.numbered, ctx.counter, ctx.env)
+            sub = _Ctx(local, ctx.prefix, ctx.scope_inputs, ctx.numbered, ctx.counter, ctx.env,
+                       ctx.frozen or not trainable)
             path = ctx.prefix + key
             out = self.op_copy(decl, cur, locs, sub, path, item) if kind == "op" else \
                 self.block_copy(decl, cur, sub, path, item) if kind == "block" else self.group_copy(decl, cur, sub, path, item)
@@ -227,14 +230,18 @@ class _Resolver:
         return item.output
 
     def present(self, decl: NodeDecl, scope: dict) -> bool | None:
-        if decl.when is None:
+        return self.flag(decl.when, "when", scope)
+
+    def flag(self, node: Node | None, key: str, scope: dict) -> bool | None:
+        """`when:` or `trainable:`: true (also when absent) or false; None after an error."""
+        if node is None:
             return True
-        v = self.value(decl.when, scope)
+        v = self.value(node, scope)
         if v is _FAIL:
             return None
         if not isinstance(v, bool):
-            self.error(decl.when, f"when: must be true or false, got {yaml_name(v)} {_short(v)}",
-                       "write when: $flag or when: ${i == 0}")
+            self.error(node, f"{key}: must be true or false, got {yaml_name(v)} {_short(v)}",
+                       f"write {key}: $flag or {key}: ${{i == 0}}")
             return None
         return v
 
@@ -317,7 +324,7 @@ class _Resolver:
         if ties is None or given is None or self.total_guard(decl, 1):
             return None
         node = GNode(path, op, args, list(vals), decl.loc, {k: v.loc for k, v in decl.args.items()}, list(locs),
-                     list(ctx.scope_inputs), ties, given)
+                     list(ctx.scope_inputs), ties, given, not ctx.frozen)
         self.nodes.append(node)
         self.by_path[path] = node
         item.nodes.append(node)
@@ -385,7 +392,7 @@ class _Resolver:
                          "copy i feeds copy i+1, so outputs must match inputs")
             return None
         sub = Scope("block", block.name, path, block.body.numbered, list(block.inputs), list(cur))
-        inner = _Ctx(bscope, path + ".", list(cur), block.body.numbered)
+        inner = _Ctx(bscope, path + ".", list(cur), block.body.numbered, frozen=ctx.frozen)
         env, out, _ = self.body(block.body, dict(zip(block.inputs, cur)), block.inputs[0], inner, sub)
         return self.close(sub, out, item)
 
@@ -394,7 +401,7 @@ class _Resolver:
         assert group is not None
         given = [v for v in cur if v is not None]
         sub = Scope("group", decl.name, path, group.numbered, [_IN] if given else [], given[:1])
-        inner = _Ctx(ctx.params, path + ".", ctx.scope_inputs + given[:1], group.numbered)
+        inner = _Ctx(ctx.params, path + ".", ctx.scope_inputs + given[:1], group.numbered, frozen=ctx.frozen)
         inner_env = dict(ctx.env)
         if given:
             inner_env[_IN] = given[0]
@@ -437,7 +444,7 @@ def _tensor_args(args: dict, decl: NodeDecl, c: Collector) -> bool:
     if not shape or any(d < 1 for d in shape):
         c.error(loc, f"shape must list positive sizes, got {shape!r}", "shape: [1, 1, 768]")
         return False
-    bad = inits.problem(init, args.get("dtype", "float32"), len(shape))
+    bad = inits.problem(init, args.get("dtype", "float32"), shape=tuple(shape))
     if bad is not None:
         c.error(decl.args["init"].loc if "init" in decl.args else decl.loc, *bad)
     return bad is None

@@ -22,6 +22,7 @@ def _op_args(op: OpDef) -> dict[str, Any]:
 
 _NODE_KEYS = {
     "when": {"anyOf": [{"type": "boolean"}, {"type": "string"}]},
+    "trainable": {"anyOf": [{"type": "boolean"}, {"type": "string"}]},
     "names": {"type": "string"},
     "tie": {"type": "object", "additionalProperties": {"type": "string"}},
     "seq": {"$ref": "#/$defs/layers"},

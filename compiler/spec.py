@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 TOP_KEYS = ("specc", "name", "description", "params", "inputs", "dims", "blocks", "layers", "seq", "outputs", "train",
             "export", "hf")
-NODE_KEYS = ("op", "block", "name", "from", "repeat", "names", "when", "tie", "seq", "layers", "outputs")
+NODE_KEYS = ("op", "block", "name", "from", "repeat", "names", "when", "tie", "seq", "layers", "outputs", "trainable")
 BLOCK_KEYS = ("params", "inputs", "layers", "seq", "outputs", "description")
 DIM_KEYS = ("divisible_by", "min", "max")
 
@@ -68,6 +68,7 @@ class NodeDecl:
     args: dict[str, Node]
     loc: Loc
     inits: Node | None = None  # a module node's `init: {weight: ..., bias: ...}`
+    trainable: Node | None = None  # `trainable: false` freezes the parameters of the node and all below it
 
     @property
     def what(self) -> str:

@@ -317,8 +317,9 @@ def _to_device(data: Data, device: torch.device) -> None:
 def _components(cfg: TrainConfig, module: torch.nn.Module, flatten: bool) -> tuple[Any, Any, Any]:
     """Build the loss, optimizer and scheduler; torch's own argument errors point at their spec line."""
     built = []
+    learned = [p for p in module.parameters() if p.requires_grad]  # `trainable: false` leaves some out
     for comp, make in ((cfg.loss, lambda c: components.make_loss(c.name, c.kwargs, flatten)),
-                       (cfg.optimizer, lambda c: components.make_optimizer(c.name, c.kwargs, module.parameters()))):
+                       (cfg.optimizer, lambda c: components.make_optimizer(c.name, c.kwargs, learned))):
         try:
             built.append(make(comp))
         except (TypeError, ValueError, RuntimeError) as e:
