@@ -110,6 +110,18 @@ def test_gpt2_folder_through_the_cli_with_set_after_the_config(tmp_path):
     assert model.get_submodule("lm_head").weight is model.get_submodule("transformer.wte").weight  # tied again
 
 
+def test_folder_of_pytorch_model_bin(tmp_path):
+    """Older folders hold pytorch_model.bin (a torch.save'd state_dict, read with weights_only)."""
+    ref = hf_models.model("gpt2", dict(vocab_size=100, n_positions=32, n_embd=32, n_layer=1, n_head=2))
+    folder = hf_models.save(ref, tmp_path / "gpt2")
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    model = specc.build(SPEC["gpt2"], weights=folder).eval()
+    x = inputs_for("gpt2", {"vocab_size": 100, "n_positions": 32})
+    with torch.no_grad():
+        torch.testing.assert_close(model(**x), ref(**x).logits, **TOL)
+
+
 def test_imported_model_is_the_files_tensors_and_still_tied(tmp_path):
     """Assigned from the memory-mapped file (nothing copied), the tie made again, and trainable."""
     ref = hf_models.model("gpt2", dict(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2))
