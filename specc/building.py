@@ -108,12 +108,13 @@ def ensure_built(spec: Spec, run_dir: Path, origin: str) -> None:
 
 
 def compile_run(run_dir: Path) -> Compiled:
-    """A run's model with the weights it holds (trained, imported or initial), without rebuilding it."""
-    compiled = compile_spec(runs.load_run(run_dir))
+    """A run's model with the weights it holds (trained, imported or initial), without rebuilding it:
+    built on meta and given the run's memory-mapped tensors, so its weights are held once."""
     path = run_dir / runs.WEIGHTS
     if not path.is_file():
         raise SpecError.at(file_loc(str(path)), "the run has no weights", "build it again: specc build SPEC --force")
-    weights.load_file(compiled.module, path)
+    compiled = compile_spec(runs.load_run(run_dir), empty=True)
+    weights.load_file(compiled.module, path, assign=True)
     return compiled
 
 
