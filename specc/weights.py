@@ -227,6 +227,6 @@ def write_state(module: Any, path: str | Path) -> None:
     atomic_write_with(path, write)
 
 
-def load_file(module: Any, path: Path, assign: bool = False) -> None:
-    """A run's own weights (model.safetensors), strictly (`assign`: see load_strict)."""
-    load_strict(module, _read_safetensors(path), path, aliases(module), assign)
+def load_file(module: Any, path: Path) -> None:
+    """A run's own weights (model.safetensors), strictly."""
+    load_strict(module, _read_safetensors(path), path, aliases(module))

@@ -258,6 +258,17 @@ def test_folder_without_config_json(tmp_path):
     assert err.startswith(f"{folder}: error: not a Hugging Face folder: it has no config.json\nhint: pass a folder")
 
 
+def test_config_json_that_is_not_json_is_located(tmp_path):
+    folder = gpt2_folder(tmp_path)
+    text = (folder / "config.json").read_text().replace('"n_layer": 2,', '"n_layer": 2,,')
+    (folder / "config.json").write_text(text)
+    line, col = next((n, t.index(",,") + 2) for n, t in enumerate(text.splitlines(), 1) if '"n_layer"' in t)
+    err = refused(tmp_path, SPEC["gpt2"], "--weights", folder)
+    assert err.startswith(f"{folder / 'config.json'}:{line}:{col}: error: config.json is not valid JSON: Expecting "
+                          "property name enclosed in double quotes\n")
+    assert '"n_layer": 2,,' in err  # the caret line
+
+
 def test_missing_shard(tmp_path):
     folder = gpt2_folder(tmp_path, "20KB")
     shards = sorted(folder.glob("model-*.safetensors"))
