@@ -59,7 +59,7 @@ def binary(e: Emitter, xs: list, args: dict, op: Any) -> Call:
     return Call("function", op.target, (xs[0], xs[1]), kwargs)
 
 
-def size(e: Emitter, value: Any) -> Any:
+def run_size(e: Emitter, value: Any) -> Any:
     """A size argument at run time: an int as it is, a dim or an expression of dims (`time - 1`)
     through the backend."""
     if not isinstance(value, str):
@@ -76,7 +76,7 @@ def sized(key: str, method: bool = False) -> Convention:
     """reshape (`torch.reshape(x, shape=[...])`) and expand (`x.expand([...])`): symbolic names in
     the size list become run-time sizes."""
     def bind(e: Emitter, xs: list, args: dict, op: Any) -> Call:
-        sizes = [size(e, d) for d in args[key]]
+        sizes = [run_size(e, d) for d in args[key]]
         if method:
             return Call("method", op.target, (xs[0], sizes), {})
         return Call("function", op.target, (xs[0],), {key: sizes})
@@ -115,13 +115,13 @@ def arange(e: Emitter, xs: list, args: dict, op: Any) -> Call:
         kwargs = {"dtype": e.dtype(args["dtype"])} if args.get("dtype") else {}
         return Call("function", "torch.arange", (e.size(xs[0], args["dim"]),),
                     dict(kwargs, device=e.attr(xs[0], "device")))
-    bounds = (size(e, args.get("start", 0)), size(e, args["end"]), size(e, args.get("step", 1)))
+    bounds = (run_size(e, args.get("start", 0)), run_size(e, args["end"]), run_size(e, args.get("step", 1)))
     return Call("function", "torch.arange", bounds, _made(e, args))
 
 
 def full(e: Emitter, xs: list, args: dict, op: Any) -> Call:
     """`torch.full(shape, fill_value)`; the shape may name dims and expressions of them."""
-    return Call("function", "torch.full", ([size(e, d) for d in args["shape"]], args["fill_value"]), _made(e, args))
+    return Call("function", "torch.full", ([run_size(e, d) for d in args["shape"]], args["fill_value"]), _made(e, args))
 
 
 def like(e: Emitter, xs: list, args: dict, op: Any) -> Call:
@@ -136,7 +136,7 @@ def cast(e: Emitter, xs: list, args: dict, op: Any) -> Call:
 
 def narrow(e: Emitter, xs: list, args: dict, op: Any) -> Call:
     """`torch.narrow(x, dim, start, length)`; start and length may be dims and expressions of them."""
-    return Call("function", op.target, (xs[0], args["dim"], size(e, args["start"]), size(e, args["length"])), {})
+    return Call("function", op.target, (xs[0], args["dim"], run_size(e, args["start"]), run_size(e, args["length"])), {})
 
 
 def _along(dim: int, index: Any) -> tuple:
@@ -146,7 +146,7 @@ def _along(dim: int, index: Any) -> tuple:
 
 def slicing(e: Emitter, xs: list, args: dict, op: Any) -> Call:
     """`x[:, start:end:step]` along `dim`; bounds may be dims and expressions of them."""
-    bounds = (size(e, args.get(k)) if args.get(k) is not None else None for k in ("start", "end", "step"))
+    bounds = (run_size(e, args.get(k)) if args.get(k) is not None else None for k in ("start", "end", "step"))
     return Call("getitem", "", (xs[0], _along(args["dim"], slice(*bounds))), {})
 
 

@@ -99,8 +99,6 @@ class _BuildEmitter:
 def fold(typed: "TypedGraph", root: "nn.Module", the_plan: Plan) -> None:
     """Compute the constants in graph order and register the stored ones on `root` (non-persistent)."""
     import torch
-
-    from .shapes import run_call
     _guard(typed, the_plan)
     values: dict[str, Any] = {}
     with torch.no_grad():
@@ -112,11 +110,22 @@ def fold(typed: "TypedGraph", root: "nn.Module", the_plan: Plan) -> None:
                 continue
             xs = [None if v is None else values[v.node] if v.index is None else values[v.node][v.index]
                   for v in node.inputs]
-            values[node.path] = run_call(node.op.bind(_BuildEmitter(), xs, node.args, node.op), None, None)
+            values[node.path] = _compute(node, xs)
     for path in the_plan.stored:
         if typed.graph.node(path).op.kind != "tensor":
             owner, leaf = owner_of(root, path)
             owner.register_buffer(leaf, values[path].clone(), persistent=False)
+
+
+def _compute(node: GNode, xs: list) -> Any:
+    """One constant on real tensors; what meta tensors cannot see (an index out of range) is located."""
+    from .errors import SpecError, first_line
+    from .shapes import run_call
+    try:
+        return run_call(node.op.bind(_BuildEmitter(), xs, node.args, node.op), None, None)
+    except Exception as e:  # noqa: BLE001 - torch reports bad values in many ways
+        raise SpecError.at(node.loc, f"cannot compute {node.op.name} '{node.path}' at build: {first_line(e)}",
+                           "its inputs are constants of the spec: check their values") from None
 
 
 def owner_of(root: "nn.Module", path: str) -> tuple["nn.Module", str]:

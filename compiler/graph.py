@@ -49,7 +49,7 @@ class GNode:
 
     @property
     def n_outputs(self) -> int | None:
-        return self.op.n_outputs(self.args)
+        return self.op.n_outputs(self.args, len(self.given))
 
     @property
     def given(self) -> list[Val]:

@@ -206,7 +206,7 @@ class _NodeCheck:
         counts, taken = self.scope.counts, self.scope.later
         k = counts.get(base, 0)
         name = base if k == 0 else f"{base}_{k}"
-        while name in taken or name in self.scope.inputs:
+        while name in taken or name in self.scope.inputs or name in ATTRIBUTES:  # `to` becomes to_1
             k += 1
             name = f"{base}_{k}"
         counts[base] = k + 1

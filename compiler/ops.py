@@ -47,6 +47,7 @@ class Problem:
 
 
 Outputs = Any  # int, or a function of the node's args giving an int (None: it depends on the input's shape)
+PER_INPUT = "per input"  # an `outputs` value: one output per input (meshgrid)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,9 @@ class OpDef:
         """(min, max) refs in `from:`; max -1 means any number."""
         return (self.required, -1 if self.variadic else len(self.slots))
 
-    def n_outputs(self, args: dict) -> int | None:
+    def n_outputs(self, args: dict, n_inputs: int | None = None) -> int | None:
+        if self.outputs == PER_INPUT:
+            return n_inputs
         return self.outputs(args) if callable(self.outputs) else self.outputs
 
     def ctor_args(self, args: dict) -> dict:
@@ -204,6 +207,9 @@ def _arange_form(args: dict, n_inputs: int) -> Problem | None:
             return Problem(f"arange of an input counts along dim; {extra}: belongs to a plain range",
                            "drop from: for a range start..end, or drop " + extra, extra)
         return None
+    if args.get("end") is None and args.get("dim") is not None:
+        return Problem("arange with dim: counts the positions of an input, which from: must name",
+                       "add from: x (arange reads no input unless from: says which)")
     if args.get("end") is None:
         return Problem("arange needs end: (a range start..end), or from: an input and dim: (its positions)",
                        "add end: time, or from: x and dim: 1")
@@ -286,7 +292,7 @@ FUNCTIONS: dict[str, _Fn] = {
     "index_select": _Fn("torch.index_select", "entries of input at index (int64, any shape) along dim: x[:, index]",
                         (_a("dim", "int", 0),), ("input", "index"), 2, bind=calls.index_select),
     "meshgrid": _Fn("torch.meshgrid", "coordinate grids of 1-D inputs; a tuple, one grid per input",
-                    (_a("indexing", "'ij' | 'xy'", "ij"),), ("tensors",), variadic=True, outputs=lambda a: None,
+                    (_a("indexing", "'ij' | 'xy'", "ij"),), ("tensors",), variadic=True, outputs=PER_INPUT,
                     bind=calls.meshgrid),
     "repeat_interleave": _unary("torch.repeat_interleave", "each element repeats times along dim",
                                 _a("repeats", "int"), _a("dim", "int")),

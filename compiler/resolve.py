@@ -311,8 +311,10 @@ class _Resolver:
             return None
         if op.kind == "tensor" and not _tensor_args(args, decl, self.c):
             return None
-        for bad in problems(op, args, len([v for v in vals if v is not None])):
+        found = problems(op, args, len([v for v in vals if v is not None]))
+        for bad in found:
             self.c.error(decl.args[bad.arg].loc if bad.arg in decl.args else decl.loc, bad.message, bad.hint)
+        if found:
             return None
         if op.specialize is not None:
             op = op.specialize(args)

@@ -16,7 +16,7 @@ FEATURES = {("MultiheadAttention", "key_padding_mask"), ("MultiheadAttention", "
             ("MultiheadAttention", "is_causal"), ("TransformerEncoderLayer", "src_mask"),
             ("TransformerEncoderLayer", "src_key_padding_mask"), ("TransformerEncoderLayer", "is_causal"),
             ("scaled_dot_product_attention", "attn_mask"), ("scaled_dot_product_attention", "is_causal"),
-            ("scaled_dot_product_attention", "dropout_p")}
+            ("scaled_dot_product_attention", "dropout_p"), ("scaled_dot_product_attention", "enable_gqa")}
 
 
 def _line(path: Path, text: str) -> int:
@@ -43,7 +43,7 @@ def _uses(path: Path) -> tuple[set[str], set[tuple[str, str]]]:
     for node in typed.graph.nodes:
         ops.add(node.op.name)
         features |= {(node.op.name, slot) for slot, v in zip(node.op.slots, node.inputs) if v is not None}
-        features |= {(node.op.name, k) for k, v in node.args.items() if k in ("is_causal", "dropout_p") and v}
+        features |= {(node.op.name, k) for k, v in node.args.items() if k in ("is_causal", "dropout_p", "enable_gqa") and v}
     return ops, features
 
 

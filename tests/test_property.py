@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import specc
 import torch
 from compiler.ops import REGISTRY
-from conftest import SPECS, ZOO, ZOO_SMALL
+from conftest import ROOT, SPECS, ZOO, ZOO_SMALL
 
 def _small(path):
     """A zoo spec at its small setting (the defaults are full-size networks)."""
@@ -19,7 +19,8 @@ def _small(path):
     return yaml.safe_dump(data, sort_keys=False)
 
 
-TEXTS = [p.read_text() for p in SPECS] + [_small(p) for p in ZOO]
+NEW_SYNTAX = [ROOT / "tests/cases/good/rope_decoder.yaml", ROOT / "tests/cases/good/anchors.yaml"]  # issues 16, 18
+TEXTS = [p.read_text() for p in SPECS] + [_small(p) for p in ZOO] + [p.read_text() for p in NEW_SYNTAX]
 DATA = [yaml.safe_load(t) for t in TEXTS]
 TOKENS = ["[", "]", "{", "}", ":", ",", "-", "$", "${", "}", "$dim", "${dim * 0}", "!!python/object", "&a", "*a",
           "null", "~", "-1", "0", "1e400", "99999999999999999999", "yes", "on", "'", '"', "\t", "\x00", "é", "а",
@@ -102,7 +103,8 @@ def test_structural_mutations(data):
         layer_list = data.draw(st.sampled_from(lists)) if lists else None
         node = data.draw(st.sampled_from(layer_list)) if layer_list else None
         if kind == "arg" and isinstance(node, dict):
-            node[data.draw(st.sampled_from(list(node) + ["out_features", "dim", "kernel_size", "other"]))] = data.draw(values)
+            keys = list(node) + ["out_features", "dim", "kernel_size", "other", "input", "end", "trainable"]
+            node[data.draw(st.sampled_from(keys))] = data.draw(values)
         elif kind == "op" and isinstance(node, dict):
             node["op"] = data.draw(st.sampled_from(ops))
         elif kind == "drop" and isinstance(node, dict) and node:
