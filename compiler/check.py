@@ -384,7 +384,7 @@ def _block_inputs(inode: Node | None, c: Collector) -> tuple[str, ...]:
         return ("x",)
     names = [i.value for i in inode.value if ident(i, "input", c)]
     if len(set(names)) != len(names):
-        c.error(inode.loc, "block input names must be unique")
+        c.error(inode.loc, "block input names must be unique", "give each input its own name: inputs: [x, cos, sin]")
     return tuple(names) or ("x",)
 
 

@@ -108,11 +108,13 @@ def ensure_built(spec: Spec, run_dir: Path, origin: str) -> None:
 
 
 def compile_run(run_dir: Path) -> Compiled:
-    """A run's model with the weights it holds (trained, imported or initial), without rebuilding it."""
-    compiled = compile_spec(runs.load_run(run_dir))
+    """A run's model with the weights it holds (trained, imported or initial), without rebuilding it.
+    The tensors are copied out of the memory-mapped file: a fresh allocation is aligned as every other
+    load of the run is, so the model computes bit for bit what they do (a mapped tensor may not be)."""
     path = run_dir / runs.WEIGHTS
     if not path.is_file():
         raise SpecError.at(file_loc(str(path)), "the run has no weights", "build it again: specc build SPEC --force")
+    compiled = compile_spec(runs.load_run(run_dir))
     weights.load_file(compiled.module, path)
     return compiled
 

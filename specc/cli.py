@@ -99,13 +99,14 @@ def _say(quiet: bool) -> Callable[[str], None]:
 
 
 @app.command(epilog="Examples: specc build specs/transformer_encoder.yaml --set depth=2   "
-             "specc build specs/zoo/resnet.yaml --set layers=[3,4,6,3] --set bottleneck=true --weights resnet50.pth")
+             "specc build specs/zoo/resnet.yaml --set layers=[3,4,6,3] --set bottleneck=true --weights resnet50.pth   "
+             "specc build specs/zoo/llama.yaml --weights ./Llama-3.2-1B")
 def build(
     spec: Annotated[str, typer.Argument(help="The spec file (.yaml), or a run folder (to eject or draw it).")],
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder to write (default: runs/<name>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start a trained run over.")] = False,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Import weights strictly: .safetensors or a torch.save'd state_dict.")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Import weights strictly: .safetensors, a torch.save'd state_dict, or a Hugging Face save_pretrained folder (its config.json sets the params).")] = None,
     weights_map: Annotated[Optional[list[str]], typer.Option("--weights-map", help="Rename the file's keys: PREFIX to strip, or REGEX=REPLACEMENT. Repeatable.")] = None,
     emit_python: Annotated[Optional[Path], typer.Option("--emit-python", help="Also write standalone PyTorch source.")] = None,
     graph: Annotated[Optional[Path], typer.Option("--graph", help="Also draw the graph: .svg/.png (Graphviz), .dot, .md (Mermaid).")] = None,

@@ -33,7 +33,7 @@ def inputs_for(stem, config, batch=2, time=None):
     if stem != "bert":
         return {"input_ids": ids}
     mask = torch.ones(batch, time, dtype=torch.int64)
-    mask[0, time - 3:] = 0  # the first row is padded
+    mask[0, max(1, time - 3):] = 0  # the first row is padded (its first token stays)
     types = torch.zeros(batch, time, dtype=torch.int64)
     types[:, time // 2:] = 1
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
@@ -110,6 +110,18 @@ def test_gpt2_folder_through_the_cli_with_set_after_the_config(tmp_path):
     assert model.get_submodule("lm_head").weight is model.get_submodule("transformer.wte").weight  # tied again
 
 
+def test_folder_of_pytorch_model_bin(tmp_path):
+    """Older folders hold pytorch_model.bin (a torch.save'd state_dict, read with weights_only)."""
+    ref = hf_models.model("gpt2", dict(vocab_size=100, n_positions=32, n_embd=32, n_layer=1, n_head=2))
+    folder = hf_models.save(ref, tmp_path / "gpt2")
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    model = specc.build(SPEC["gpt2"], weights=folder).eval()
+    x = inputs_for("gpt2", {"vocab_size": 100, "n_positions": 32})
+    with torch.no_grad():
+        torch.testing.assert_close(model(**x), ref(**x).logits, **TOL)
+
+
 def test_imported_model_is_the_files_tensors_and_still_tied(tmp_path):
     """Assigned from the memory-mapped file (nothing copied), the tie made again, and trainable."""
     ref = hf_models.model("gpt2", dict(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2))
@@ -147,6 +159,16 @@ QWENS = [
                       num_key_value_heads=2, max_position_embeddings=32,
                       rope_parameters=dict(rope_type="default", rope_theta=1e6)), None, id="mha-theta1e6"),
 ]
+BERTS = [
+    pytest.param(dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                      max_position_embeddings=64), "20KB", id="sharded"),
+    pytest.param(dict(vocab_size=80, hidden_size=48, num_hidden_layers=1, num_attention_heads=4, intermediate_size=40,
+                      max_position_embeddings=32, type_vocab_size=3, layer_norm_eps=1e-6), None, id="3types-eps"),
+    pytest.param(dict(vocab_size=50, hidden_size=64, num_hidden_layers=3, num_attention_heads=8, intermediate_size=96,
+                      max_position_embeddings=16, pad_token_id=1), None, id="8heads-3layers"),
+]
+
+
 @pytest.mark.parametrize("config,shard", LLAMAS)
 def test_llama_matches_transformers(config, shard, tmp_path):
     assert_matches("llama", config, tmp_path, shard)
@@ -155,6 +177,27 @@ def test_llama_matches_transformers(config, shard, tmp_path):
 @pytest.mark.parametrize("config,shard", QWENS)
 def test_qwen2_matches_transformers(config, shard, tmp_path):
     assert_matches("qwen2", config, tmp_path, shard)
+
+
+@pytest.mark.parametrize("config,shard", BERTS)
+def test_bert_matches_transformers_with_padding(config, shard, tmp_path):
+    assert_matches("bert", config, tmp_path, shard)
+
+
+def test_bert_row_of_only_padding_is_transformers_eager_attention(tmp_path):
+    """A row with no token at all: the additive mask attends uniformly, as BertModel's eager attention
+    does (its SDPA path treats such a row otherwise); the other rows are unaffected."""
+    config = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  max_position_embeddings=64)
+    ref = hf_models.model("bert", config)
+    model = specc.build(SPEC["bert"], weights=hf_models.save(ref, tmp_path / "bert")).eval()
+    x = inputs_for("bert", config, batch=3, time=6)
+    x["attention_mask"][2] = 0
+    ref.set_attn_implementation("eager")
+    with torch.no_grad():
+        got, want = model(**x), ref(**x)
+    torch.testing.assert_close(got[0], want.last_hidden_state, **TOL)
+    torch.testing.assert_close(got[1], want.pooler_output, **TOL)
 
 
 def test_llama_folder_from_transformers_4_with_rope_theta_at_the_top(tmp_path):
@@ -172,7 +215,7 @@ def test_llama_folder_from_transformers_4_with_rope_theta_at_the_top(tmp_path):
     assert params["original_max_position_embeddings"] == 16
 
 
-@pytest.mark.parametrize("stem", ["llama"])
+@pytest.mark.parametrize("stem", ["llama", "bert"])
 def test_onnx_uses_hugging_faces_names(stem, tmp_path, monkeypatch):
     import onnx
     monkeypatch.chdir(tmp_path)
@@ -213,6 +256,17 @@ def test_folder_without_config_json(tmp_path):
     (folder / "config.json").unlink()
     err = refused(tmp_path, SPEC["gpt2"], "--weights", folder)
     assert err.startswith(f"{folder}: error: not a Hugging Face folder: it has no config.json\nhint: pass a folder")
+
+
+def test_config_json_that_is_not_json_is_located(tmp_path):
+    folder = gpt2_folder(tmp_path)
+    text = (folder / "config.json").read_text().replace('"n_layer": 2,', '"n_layer": 2,,')
+    (folder / "config.json").write_text(text)
+    line, col = next((n, t.index(",,") + 2) for n, t in enumerate(text.splitlines(), 1) if '"n_layer"' in t)
+    err = refused(tmp_path, SPEC["gpt2"], "--weights", folder)
+    assert err.startswith(f"{folder / 'config.json'}:{line}:{col}: error: config.json is not valid JSON: Expecting "
+                          "property name enclosed in double quotes\n")
+    assert '"n_layer": 2,,' in err  # the caret line
 
 
 def test_missing_shard(tmp_path):

@@ -8,6 +8,7 @@ files, so the two references never see each other.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,25 @@ def available() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _torch_untouched():
+    """transformers adds `smart_apply` to torch.nn.Module while it initializes a model; take it away
+    again, so nothing else in the process (specc's catalog of Module attributes) sees a patched torch."""
+    before = set(vars(torch.nn.Module))
+    try:
+        yield
+    finally:
+        for name in set(vars(torch.nn.Module)) - before:
+            delattr(torch.nn.Module, name)
+
+
 def model(stem: str, config: dict[str, Any], seed: int = 0) -> Any:
     """The reference model for a zoo spec, from config.json-style fields; in eval mode."""
     import transformers
     config_cls, model_cls = (getattr(transformers, n) for n in CLASSES[stem])
     torch.manual_seed(seed)
-    m = model_cls(config_cls(**config))
+    with _torch_untouched():
+        m = model_cls(config_cls(**config))
     with torch.no_grad():  # move every float off its init (zero biases, unit norms would hide swapped keys)
         g = torch.Generator().manual_seed(seed + 1)
         for t in m.state_dict().values():

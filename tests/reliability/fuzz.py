@@ -49,8 +49,13 @@ def corpus() -> list[str]:
     return [f.read_text() for f in files] + [_small(f) for f in sorted((ROOT / "specs/zoo").glob("*.yaml"))]
 
 
-_ZOO_SMALL = {"resnet": "layers: [1, 1, 1, 1]", "mobilenet_v2": "width_mult: 0.35", "gpt": "n_layer: 2",
-              "vit": "num_layers: 2", "yolov8": "nc: 3"}
+_LM_SMALL = ("vocab_size: 97", "hidden_size: 32", "intermediate_size: 64", "num_hidden_layers: 2",
+             "num_attention_heads: 4", "num_key_value_heads: 2", "max_position_embeddings: 32")
+_ZOO_SMALL = {"resnet": ("layers: [1, 1, 1, 1]",), "mobilenet_v2": ("width_mult: 0.35",), "gpt": ("n_layer: 2",),
+              "vit": ("num_layers: 2",), "yolov8": ("nc: 3",), "gpt2": ("vocab_size: 97", "n_positions: 32", "n_embd: 32", "n_layer: 2"),
+              "llama": _LM_SMALL, "qwen2": _LM_SMALL,
+              "bert": ("vocab_size: 97", "hidden_size: 32", "num_hidden_layers: 2", "num_attention_heads: 2",
+                       "intermediate_size: 64", "max_position_embeddings: 32")}
 
 
 def _small(path: Path) -> str:
@@ -61,8 +66,10 @@ def _small(path: Path) -> str:
         .replace("hidden_dim: 768", "hidden_dim: 32").replace("mlp_dim: 3072", "mlp_dim: 64") \
         .replace("patch_size: 16", "patch_size: 8").replace("num_heads: 12", "num_heads: 2") \
         .replace("n_head: 12", "n_head: 2").replace("n: [0.33, 0.25, 1024]", "n: [0.33, 0.0625, 64]")
-    key, _, value = _ZOO_SMALL[path.stem].partition(": ")
-    lines = [f"  {key}: {value}" if line.startswith(f"  {key}:") else line for line in text.splitlines()]
+    lines = text.splitlines()
+    for setting in _ZOO_SMALL[path.stem]:
+        key, _, value = setting.partition(": ")
+        lines = [f"  {key}: {value}" if line.startswith(f"  {key}:") else line for line in lines]
     return "\n".join(lines) + "\n"
 
 
