@@ -94,7 +94,10 @@ def test_parallel_trials_share_the_study(in_tmp):
     r = invoke("sweep", SPEC, "--search", "hidden=int(4,16)", "--trials", "4", "--parallel", "2", "--out", "s")
     assert r.returncode == 0, r.stderr
     rows = _rows(in_tmp / "s")
-    assert sorted(int(x["trial"]) for x in rows) == [0, 1, 2, 3] and {x["state"] for x in rows} == {"complete"}
+    assert sorted(int(x["trial"]) for x in rows) == [0, 1, 2, 3]  # one study: no number taken twice
+    # the median pruner may stop a trial that reports after the others (which one depends on timing); none fails
+    states = [x["state"] for x in rows]
+    assert set(states) <= {"complete", "pruned"} and "complete" in states, states
 
 
 @pytest.mark.slow
