@@ -8,7 +8,7 @@
 - specc's ONNX against a plain hand-written `torch.onnx.export` of the same model (goal: not slower);
 - `specc export --onnx` of YOLOv8m (specs/zoo/yolov8.yaml, scale m) with its full parity sweep (the spec's
   dims: 2 batches x 2 heights x 2 widths), against the same export's capture alone, with where the time goes
-  (goal <= 30 s on the 2-core CI machine).
+  (goal <= 30 s on the 2-core CI machine), and torch.onnx.export alone with static against dynamic shapes.
     python bench/export.py            # everything
     python bench/export.py yolov8     # the YOLOv8m export only
 """
@@ -66,18 +66,23 @@ def _timed(phases: dict[str, float], owner: object, name: str, label: str):
 
 
 def _where_the_time_goes(run: Path = RUN, sweep: str = "3 sizes") -> tuple[float, dict[str, float]]:
-    from torch.onnx._internal.exporter import _onnx_program
+    from torch.onnx._internal.exporter import _core, _fx_passes, _onnx_program
 
     from exporters import parity
+    from specc import exporting
     phases: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         for owner, name, label in [
+                (exporting, "compile_run", "compile the run (spec + weights)"),
                 (torch.export, "export", "torch.export (capture)"),
                 (torch.export.ExportedProgram, "run_decompositions", "decompositions"),
+                (_fx_passes, "insert_type_promotion_nodes", "type promotion pass (torch.onnx)"),
+                (_core, "_exported_program_to_onnx_program", "translation to ONNX (torch.onnx)"),
                 (_onnx_program.ONNXProgram, "optimize", "onnxscript optimizer"),
                 (to_onnx, "onnx_shapes", "declared shapes + strict shape inference"),
                 (to_onnx.onnx.checker, "check_model", "onnx.checker"),
                 (to_onnx, "_save", "save"),
+                (to_onnx, "session", "onnxruntime session (reload)"),
                 (parity, "run_checks", f"parity sweep ({sweep})"),
                 (to_onnx, "record_verdict", "verdict into the file")]:
             stack.enter_context(_timed(phases, owner, name, label))
@@ -97,7 +102,37 @@ def _yolov8m() -> None:
     print(f"  next export                   {total:6.2f} s  (goal <= 30 s)")
     for label, seconds in phases.items():
         print(f"    {label:<42} {seconds:6.3f} s  ({seconds / total:5.1%})")
-    print(f"    {'the rest (reload, torch.onnx set-up, ...)':<42} {total - sum(phases.values()):6.3f} s")
+    print(f"    {'the rest (torch.onnx set-up, reports, ...)':<42} {total - sum(phases.values()):6.3f} s")
+    static, dynamic = _symbolic_cost(run)
+    print(f"  torch.onnx.export alone: static shapes {static:6.2f} s, the spec's dynamic batch, height and width "
+          f"{dynamic:6.2f} s  (ratio dynamic/static = {dynamic / static:.2f}: the symbolic shapes' cost)")
+
+
+def _symbolic_cost(run: Path) -> tuple[float, float]:
+    """torch.onnx.export (dynamo) of the run's module at the export's example, with static and with the
+    spec's dynamic shapes, interleaved (median of 2 each): what the symbolic dims cost. torch.export's
+    capture and the exporter's decompositions trace every op with fake tensors whose sizes are sympy
+    expressions of the dims; that tracing, not specc's checks, is most of the export's time."""
+    from exporters.capture import capture
+    from exporters.inputs import torch_dynamic_shapes
+    from exporters.torchlib import cached_registry
+    from specc import exporting
+    compiled = exporting.compile_run(run)
+    job = exporting._job(compiled, compiled.spec.export, Path("unused"))  # the export's own example
+    dynamic = torch_dynamic_shapes(job.inputs, job.dims)
+
+    def one(shapes: object) -> float:
+        t0 = time.perf_counter()
+        with capture(), cached_registry():  # as the export does
+            torch.onnx.export(job.module, tuple(job.example), None, dynamo=True, dynamic_shapes=shapes,
+                              opset_version=job.config.opset, verbose=False)
+        return time.perf_counter() - t0
+
+    times: dict[str, list[float]] = {"static": [], "dynamic": []}
+    for _ in range(2):
+        times["static"].append(one(None))
+        times["dynamic"].append(one(dynamic))
+    return statistics.median(times["static"]), statistics.median(times["dynamic"])
 
 
 def _quantized() -> None:
