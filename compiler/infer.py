@@ -11,7 +11,7 @@ from . import dimexpr
 from .calls import Call
 from .errors import first_line
 from .graph import GNode
-from .shapes import DTYPES, NodeInfo, ShapeError, render_shape, dim_source, fmt_shape, run_call
+from .typed import DTYPES, NodeInfo, ShapeError, dim_source, fmt_shape, render_shape, run_call
 
 if TYPE_CHECKING:
     from .shapes import _Pass

@@ -20,7 +20,7 @@ from compiler.spec import Spec
 from compiler.train_section import DataConfig
 
 from . import sources
-from .samples import ArraySamples, ImageSamples, Samples, TensorSamples, WindowSamples
+from .samples import ArraySamples, ImageSamples, Samples, TensorSamples, WindowSamples, fit
 from .synthetic import generate
 
 
@@ -282,15 +282,6 @@ def _normalize(kind: str, train: TensorSamples, val: TensorSamples | None, task:
                 s.target = (s.target - center) / scale
         stats["target"] = {"center": center.tolist(), "scale": scale.tolist()}
     return stats
-
-
-def fit(kind: str, t: torch.Tensor, dims: Any = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(center, scale) of `t` over `dims`: minmax maps to [-1, 1], standard to mean 0 and std 1."""
-    if kind == "minmax":
-        lo, hi = t.amin(dims), t.amax(dims)
-        return (hi + lo) / 2, torch.where(hi > lo, (hi - lo) / 2, torch.ones_like(hi))
-    center, scale = t.mean(dims), t.std(dims, unbiased=False)
-    return center, torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 def _windows(cfg: DataConfig, spec: Spec, task: str, seed: int) -> Data:

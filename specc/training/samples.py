@@ -50,7 +50,6 @@ class ArraySamples:
 
     def fit_normalization(self, kind: str, train_idx: np.ndarray, task: str) -> dict[str, Any]:
         """Per-feature statistics over the training rows, computed in chunks."""
-        from .data import fit
         if kind == "none":
             return {"normalize": "none"}
         stats: dict[str, Any] = {"normalize": kind, "inputs": []}
@@ -209,3 +208,12 @@ class ImageSamples:
             top, left = int(rng.integers(0, 2 * pad + 1)), int(rng.integers(0, 2 * pad + 1))
             x = padded[:, top:top + h, left:left + w]
         return x
+
+
+def fit(kind: str, t: torch.Tensor, dims: Any = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(center, scale) of `t` over `dims`: minmax maps to [-1, 1], standard to mean 0 and std 1."""
+    if kind == "minmax":
+        lo, hi = t.amin(dims), t.amax(dims)
+        return (hi + lo) / 2, torch.where(hi > lo, (hi - lo) / 2, torch.ones_like(hi))
+    center, scale = t.mean(dims), t.std(dims, unbiased=False)
+    return center, torch.where(scale > 0, scale, torch.ones_like(scale))
