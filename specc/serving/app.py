@@ -21,6 +21,7 @@ from specc import __version__
 
 from . import friendly, protocol
 from .batcher import Batcher, Limits, ModelFailed
+from .fastpath import FastInfer, bug_message
 from .guard import Guard
 from .model import Model
 from .protocol import BadRequest
@@ -47,9 +48,19 @@ class Served:
         except ModelFailed as e:
             raise BadRequest(f"the model cannot run this input: {e}", 422) from None
 
+    async def answer(self, target: tuple[str, str | None], body: bytes, headers: Any,
+                     ticket: list[bool] | None = None) -> tuple[bytes, dict[str, str]]:
+        """One infer request (model name and version, raw body, its headers) -> the reply's body and headers."""
+        model = self.named(*target)
+        body = protocol.inflate(body, headers.get("content-encoding"), self.max_body)
+        req = protocol.parse_infer(model, body, headers.get(protocol.HEADER.lower()))
+        outs = await self.infer(req.arrays, ticket)
+        return protocol.encode_reply(model, req, outs)
 
-def create_app(model: Model, limits: Limits, guard: Guard) -> FastAPI:
-    """The server's ASGI app; the batcher runs while the app's lifespan does."""
+
+def create_app(model: Model, limits: Limits, guard: Guard) -> Guard.middleware:
+    """The server's ASGI app: the guard, then the infer route in plain ASGI (`FastInfer`), then FastAPI
+    for everything else. The batcher runs while the app's lifespan does."""
     served = Served(model, Batcher(model.run, limits), guard.max_body)
 
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -64,8 +75,7 @@ def create_app(model: Model, limits: Limits, guard: Guard) -> FastAPI:
     _errors(app)
     _v2(app, served)
     friendly.routes(app, served)
-    app.add_middleware(Guard.middleware, guard=guard)
-    return app
+    return Guard.middleware(FastInfer(app, served), guard)  # outside FastAPI: its middleware cost per request
 
 
 def _errors(app: FastAPI) -> None:
@@ -81,8 +91,7 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def bug(request: Request, e: Exception) -> JSONResponse:  # not the client's fault: said as such
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        return JSONResponse({"error": f"internal error (a bug in specc serve): {type(e).__name__}: {first}"}, 500)
+        return JSONResponse({"error": bug_message(e)}, 500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -131,12 +140,10 @@ def _v2(app: FastAPI, served: Served) -> None:
               openapi_extra=_INFER_BODY)
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], include_in_schema=False)
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        model = served.named(name, version)
+        # Answered by FastInfer before FastAPI sees it; this route documents it and is the fallback.
+        served.named(name, version)
         with served.batcher.arriving() as ticket:
-            body = protocol.inflate(await request.body(), request.headers.get("content-encoding"), served.max_body)
-            req = protocol.parse_infer(model, body, request.headers.get(protocol.HEADER))
-            outs = await served.infer(req.arrays, ticket)
-        body, headers = protocol.encode_reply(model, req, outs)
+            body, headers = await served.answer((name, version), await request.body(), request.headers, ticket)
         return Response(body, headers=headers)
 
 

@@ -57,9 +57,8 @@ class Guard:
         async def guarded() -> dict:
             if state["done"]:
                 return await receive()  # after the body: a disconnect, waited for as long as it takes
-            left = state["deadline"] - asyncio.get_running_loop().time()
             try:
-                message = await asyncio.wait_for(receive(), max(left, 0.001))
+                message = await _within(receive, state["deadline"])
             except asyncio.TimeoutError:
                 raise BadRequest(f"the body did not arrive within {self.body_timeout_s:g} s", 408) from None
             if message["type"] == "http.request":
@@ -71,6 +70,15 @@ class Guard:
             return message
 
         return guarded
+
+
+async def _within(receive: Receive, deadline: float) -> dict:
+    """`receive()`, or asyncio.TimeoutError at the loop time `deadline`. asyncio.timeout_at (3.11+) only
+    arms a timer; wait_for also wraps the call in a task, a cost paid on every request."""
+    if hasattr(asyncio, "timeout_at"):
+        async with asyncio.timeout_at(deadline):
+            return await receive()
+    return await asyncio.wait_for(receive(), max(deadline - asyncio.get_running_loop().time(), 0.001))
 
 
 async def _reply(send: Send, status: int, message: str, headers: list) -> None:

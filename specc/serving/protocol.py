@@ -20,6 +20,7 @@ import numpy as np
 from .model import DATATYPES, Model, Tensor
 
 HEADER = "Inference-Header-Content-Length"
+_PLAIN = {"f": {float, int}, "i": {int}, "u": {int}, "b": {bool}}  # Python types a flat "data" list may hold as is
 
 
 class BadRequest(Exception):
@@ -139,6 +140,11 @@ def _from_bytes(name: str, raw: bytes, shape: tuple[int, ...], dtype: np.dtype) 
 def _from_json(name: str, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if not isinstance(data, list):
         raise BadRequest(f"input '{name}': \"data\" must be a list (flat or nested), or the tensor sent as binary data")
+    if len(data) == math.prod(shape) and set(map(type, data)) <= _PLAIN.get(dtype.kind, set()):
+        try:  # the common case, a flat list of plain numbers: no per-value Python check (~10x faster)
+            return np.array(data, dtype=dtype).reshape(shape)
+        except OverflowError:
+            pass  # the checks below name the problem
     try:
         flat = np.asarray(data, dtype=object).reshape(-1)
     except ValueError:

@@ -83,8 +83,8 @@ def _bracketed(host: str) -> str:
 def _run(app: Any, options: ServeOptions, started: Callable[[int], None]) -> int:
     import uvicorn
     config = uvicorn.Config(app, host=options.host, port=options.port, http=_protocol(options.client_timeout_s),
-                            log_level="warning", timeout_graceful_shutdown=30, timeout_keep_alive=5,
-                            limit_concurrency=1000, lifespan="on")
+                            log_level="warning", access_log=False, proxy_headers=False,  # per-request costs
+                            timeout_graceful_shutdown=30, timeout_keep_alive=5, limit_concurrency=1000, lifespan="on")
     server = _Server(config, started)
     stopped: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):  # uvicorn re-raises these after draining: end quietly instead
