@@ -115,10 +115,12 @@ def generate(module_names: list[str]) -> dict[str, Any]:
                   if isinstance(c, type) and n not in _NO_SCHEDULERS and not n.startswith("_")
                   and (issubclass(c, sched.LRScheduler) or c is sched.ReduceLROnPlateau)}
     import torch.fx as fx
+    # ___-names are torch._dynamo's run-time marks on nn.Module (set once anything is compiled or exported),
+    # not attributes of a module: the catalog must not depend on what the process ran before
     built = set(dir(fx.GraphModule(nn.Module(), fx.Graph()))) | set(dir(nn.Sequential()))
     return {"torch": torch.__version__.split("+")[0], "modules": modules, "losses": losses,
             "optimizers": optimizers, "schedulers": schedulers,
-            "module_attributes": sorted(n for n in built if n.isidentifier())}
+            "module_attributes": sorted(n for n in built if n.isidentifier() and not n.startswith("___"))}
 
 
 def dumps(data: dict[str, Any]) -> str:

@@ -169,7 +169,7 @@ def verify(compiled: Any, dec: Decoder, found: Plan) -> None:
     attention fails here, with its first attention's location."""
     model = compiled.module
     training = model.training
-    model.eval()
+    model.train(False)  # inference mode
     if found.max_len < 3:
         return  # too short to check two steps after a prompt
     try:

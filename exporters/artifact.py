@@ -48,15 +48,20 @@ class Artifact:
         return f"{self.format:<12} {self.seconds:6.2f}s  {where}  {self.megabytes:.2f} MB"
 
 
+def _partial_beside(path: Path, stem: str, tidy: Any) -> Path:
+    """`tidy(path)` (leftovers of a killed write), then a new `.{stem}.partial-*` folder beside `path`."""
+    try:
+        tidy(path)
+        return Path(tempfile.mkdtemp(prefix=f".{stem}.partial-", dir=path.parent))
+    except OSError as e:
+        raise WriteError(path, e.strerror or str(e)) from None
+
+
 @contextmanager
 def staged_folder(path: Path, companions: list[str]) -> Iterator[Path]:
     """A temp folder beside `path`: the block writes `path.name` (and its companion files) in it under
     their final names, and they are moved into place, companions first, only when it succeeds."""
-    try:
-        _clear_stale(path)
-        folder = Path(tempfile.mkdtemp(prefix=f".{path.stem}.partial-", dir=path.parent))
-    except OSError as e:
-        raise WriteError(path, e.strerror or str(e)) from None
+    folder = _partial_beside(path, path.stem, _clear_stale)
     try:
         try:
             yield folder
@@ -122,11 +127,7 @@ def staged_export(final: Path, keep: bool = False) -> Iterator[Path]:
     beside `final` (a copy of `final`'s files first when `keep`, for --verify), and the folder
     replaces `final` only when the block succeeds. A failure, Ctrl-C or kill leaves `final` as it was
     and the temp folder is removed (or cleared by the next export, after a kill)."""
-    try:
-        _recover(final)
-        stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    except OSError as e:
-        raise WriteError(final, e.strerror or str(e)) from None
+    stage = _partial_beside(final, final.name, _recover)
     try:
         if keep and final.is_dir():
             for f in final.iterdir():
