@@ -4,7 +4,7 @@ a server that does not batch (--max-batch 1). Goal: >= 3x the sequential through
 Each setting runs in turns with the others (ROUNDS rounds, medians), on keep-alive connections
 through a minimal HTTP client so the client costs little.
 
-    python bench/serve.py [--requests 600] [--rounds 3]
+    python bench/serve.py [--requests 1600] [--rounds 5]
 """
 import argparse
 import asyncio
@@ -67,8 +67,8 @@ def measure(server: Server, in_flight: int, requests: int) -> tuple[float, float
 
 def main() -> float:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=600)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=1600)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "mlp.yaml"

@@ -2,6 +2,7 @@
 and through tritonclient, dynamic batching under load, bad clients, the token, SIGTERM, and
 `specc export --triton` (its config.pbtxt parsed with Triton's own ModelConfig)."""
 import asyncio
+import contextlib
 import gzip
 import json
 import signal
@@ -67,6 +68,20 @@ def test_health_metadata_and_json_inference(server, house):
         assert out["id"] == "abc" and out["model_name"] == NAME
         assert out["outputs"][0]["shape"] == [3, 1] and out["outputs"][0]["datatype"] == "FP32"
         assert np.allclose(out["outputs"][0]["data"], linear(house, x).reshape(-1), rtol=1e-5)
+
+
+def test_nan_and_infinity_go_both_ways_as_python_clients_write_them(server, house):
+    x = np.array([[np.nan, 1.0], [np.inf, np.inf], [-np.inf, -np.inf], [0.5, 0.25]], np.float32)
+    body = json.dumps({"inputs": [tensor(x)]})  # NaN and Infinity: not JSON, but what json.dumps writes
+    assert "NaN" in body and "Infinity" in body
+    with httpx.Client(base_url=server.url) as c:
+        r = c.post(INFER, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert "NaN" in r.text and "null" not in r.text
+    got = np.array(r.json()["outputs"][0]["data"], np.float64)  # the standard library reads NaN and Infinity
+    with np.errstate(invalid="ignore"):  # inf - inf in the reference, as in the model
+        want = linear(house, x).reshape(-1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, equal_nan=True)
 
 
 def test_binary_tensors_both_ways(server, house):
@@ -148,10 +163,22 @@ def test_bodies_over_max_body_and_slow_clients_are_cut_off(server):
         assert (r.status_code, r.json()) == (413, {"error": "the body is over 65536 bytes, the most this server "
                                                             "takes (--max-body)"})
     host, port = server.host, int(server.port)
-    with socket.create_connection((host, port), timeout=10) as s:  # half the headers, then nothing
+    with socket.create_connection((host, port), timeout=10) as idle, \
+            socket.create_connection((host, port), timeout=10) as s:  # nothing at all; half the headers, then nothing
         s.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\n")
         t0 = time.monotonic()
         assert s.recv(100) == b"" and time.monotonic() - t0 < 8  # closed by the server (--client-timeout 2)
+        assert idle.recv(100) == b""
+    with socket.create_connection((host, port), timeout=10) as s:  # a body trickled a byte at a time
+        s.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        t0, reply = time.monotonic(), b""
+        while not reply and time.monotonic() - t0 < 8:
+            with contextlib.suppress(OSError):
+                s.sendall(b"{")
+            s.settimeout(0.4)
+            with contextlib.suppress(socket.timeout):
+                reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408 "), reply
     with socket.create_connection((host, port), timeout=10) as s:  # the headers, then a tenth of the body
         s.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"{" * 10)
         reply = s.recv(4096)

@@ -39,14 +39,12 @@ class Pending:
     arrays: list[np.ndarray]
     future: asyncio.Future
     arrived: float = field(default_factory=time.perf_counter)
+    rows: int = field(init=False)
+    key: tuple = field(init=False)  # requests with equal keys may share a run
 
-    @property
-    def rows(self) -> int:
-        return len(self.arrays[0])
-
-    @property
-    def key(self) -> tuple:
-        return tuple((x.dtype.str, x.shape[1:]) for x in self.arrays)
+    def __post_init__(self) -> None:
+        self.rows = len(self.arrays[0])
+        self.key = tuple((x.dtype.str, x.shape[1:]) for x in self.arrays)
 
 
 class Batcher:

@@ -1,9 +1,8 @@
-"""What stands between a client and the routes: the bearer token, the body size limit and the time a
-client may take to send its body. A plain ASGI middleware, so it sees the bytes before any route
-parses them; its refusals are JSON {"error": ...} like every other error."""
+"""What stands between a client and the routes: the bearer token and the body size limit. A plain
+ASGI middleware, so it sees the bytes before any route parses them; its refusals are JSON
+{"error": ...} like every other error. (The time a client may take is the HTTP protocol's: server.py.)"""
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ OPEN = ("/v2/health/live", "/v2/health/ready")  # probes (Kubernetes, load balan
 class Guard:
     token: str | None = None  # required as `Authorization: Bearer TOKEN` when set
     max_body: int = 8 << 20  # bytes
-    body_timeout_s: float = 30.0  # to receive a whole body, from the end of the headers
 
     class middleware:  # noqa: N801  (an ASGI middleware class, as add_middleware wants it)
         def __init__(self, app: Callable, guard: "Guard"):
@@ -50,18 +48,12 @@ class Guard:
         return None
 
     def limited(self, receive: Receive) -> Receive:
-        """`receive`, refusing a body past max_body (chunked uploads have no Content-Length) and one that
-        takes longer than body_timeout_s to arrive."""
-        state = {"bytes": 0, "done": False, "deadline": asyncio.get_running_loop().time() + self.body_timeout_s}
+        """`receive`, refusing a body past max_body (chunked uploads have no Content-Length)."""
+        state = {"bytes": 0, "done": False}
 
         async def guarded() -> dict:
-            if state["done"]:
-                return await receive()  # after the body: a disconnect, waited for as long as it takes
-            try:
-                message = await _within(receive, state["deadline"])
-            except asyncio.TimeoutError:
-                raise BadRequest(f"the body did not arrive within {self.body_timeout_s:g} s", 408) from None
-            if message["type"] == "http.request":
+            message = await receive()
+            if message["type"] == "http.request" and not state["done"]:
                 state["bytes"] += len(message.get("body", b""))
                 state["done"] = not message.get("more_body", False)
                 if state["bytes"] > self.max_body:
@@ -70,15 +62,6 @@ class Guard:
             return message
 
         return guarded
-
-
-async def _within(receive: Receive, deadline: float) -> dict:
-    """`receive()`, or asyncio.TimeoutError at the loop time `deadline`. asyncio.timeout_at (3.11+) only
-    arms a timer; wait_for also wraps the call in a task, a cost paid on every request."""
-    if hasattr(asyncio, "timeout_at"):
-        async with asyncio.timeout_at(deadline):
-            return await receive()
-    return await asyncio.wait_for(receive(), max(deadline - asyncio.get_running_loop().time(), 0.001))
 
 
 async def _reply(send: Send, status: int, message: str, headers: list) -> None:

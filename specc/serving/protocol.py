@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
-from .model import DATATYPES, Model, Tensor
+from .model import BY_NUMPY, DATATYPES, Model, Tensor
 
 HEADER = "Inference-Header-Content-Length"
 _PLAIN = {"f": {float, int}, "i": {int}, "u": {int}, "b": {bool}}  # Python types a flat "data" list may hold as is
@@ -47,7 +48,7 @@ def parse_infer(model: Model, body: bytes, header_length: str | None) -> InferRe
     """A request body (JSON, or JSON + binary tensors) -> the model's inputs, checked."""
     head, tail = _split(body, header_length)
     try:
-        req = json.loads(head)
+        req = _loads(head)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"the request body is not valid JSON: {e}") from None
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
@@ -55,6 +56,16 @@ def parse_infer(model: Model, body: bytes, header_length: str | None) -> InferRe
     given = _tensors(req["inputs"], tail)
     arrays = check_inputs(model, given)
     return InferRequest(_id(req), arrays, *_outputs(model, req))
+
+
+def _loads(head: bytes) -> Any:
+    """JSON -> Python with orjson (several times the standard library's speed, a tenth of a small
+    request's time), and the standard library for what orjson refuses: NaN and Infinity, which
+    Python clients (tritonclient among them) write for such values."""
+    try:
+        return orjson.loads(head)
+    except orjson.JSONDecodeError:
+        return json.loads(head)
 
 
 def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -177,7 +188,6 @@ def check_inputs(model: Model, given: dict[str, np.ndarray]) -> list[np.ndarray]
 
 
 def _check_one(model: Model, t: Tensor, x: np.ndarray, sizes: dict[str, int]) -> None:
-    from .model import BY_NUMPY
     if x.dtype != t.numpy:
         raise BadRequest(f"input '{t.name}' has datatype {BY_NUMPY[x.dtype]}; the model takes {t.datatype}")
     if x.ndim != len(t.dims) or any(isinstance(d, int) and d != s for d, s in zip(t.dims, x.shape)):
@@ -223,7 +233,7 @@ def _outputs(model: Model, req: dict) -> tuple[list[str], set[str]]:
 def encode_reply(model: Model, req: InferRequest, outs: list[np.ndarray]) -> tuple[bytes, dict[str, str]]:
     """The reply body and its headers: JSON, or a JSON header then raw bytes for binary outputs."""
     by_name = {t.name: (t, o) for t, o in zip(model.outputs, outs)}
-    tensors, blobs = [], []
+    tensors, blobs, finite = [], [], True
     for name in req.outputs:
         t, o = by_name[name]
         o = np.ascontiguousarray(o.astype(t.numpy, copy=False))
@@ -234,11 +244,13 @@ def encode_reply(model: Model, req: InferRequest, outs: list[np.ndarray]) -> tup
             blobs.append(raw)
         else:
             entry["data"] = o.reshape(-1).tolist()
+            finite = finite and (o.dtype.kind != "f" or bool(np.isfinite(o).all()))
         tensors.append(entry)
     reply: dict[str, Any] = {"model_name": model.name, "model_version": "1", "outputs": tensors}
     if req.id is not None:
         reply["id"] = req.id
-    head = json.dumps(reply, separators=(",", ":")).encode()
+    # orjson writes NaN and Infinity as null; the standard library writes them as Triton does
+    head = orjson.dumps(reply) if finite else json.dumps(reply, separators=(",", ":")).encode()
     if not blobs:
         return head, {"content-type": "application/json"}
     return head + b"".join(blobs), {"content-type": "application/octet-stream", HEADER.lower(): str(len(head))}

@@ -6,7 +6,6 @@ handler installed first swallows that re-raise, so a drained server exits 0.
 """
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import signal
 import sys
@@ -17,6 +16,7 @@ from typing import Any, Callable
 from compiler.errors import SpecError, file_loc
 
 from .. import runs
+from .http import http_protocol
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def serve(target: Any, options: ServeOptions, say: Callable[[str], None] = print
         print(f"note: {run_dir} was never trained; serving its initial weights", file=sys.stderr, flush=True)
     most = model.largest_batch(options.max_batch) if model.batch_dim else 1
     app = create_app(model, Limits(most, options.batch_timeout_ms / 1000),
-                     Guard(options.token, options.max_body, options.client_timeout_s))
+                     Guard(options.token, options.max_body))
     return _run(app, options, lambda port: say(
         f"serving {model.name} ({'onnxruntime' if options.onnx else 'torch'}, batches of up to {most}) at "
         f"http://{_bracketed(options.host)}:{port}  (docs: /docs, try it: /, stop: Ctrl-C)"))
@@ -82,9 +82,10 @@ def _bracketed(host: str) -> str:
 
 def _run(app: Any, options: ServeOptions, started: Callable[[int], None]) -> int:
     import uvicorn
-    config = uvicorn.Config(app, host=options.host, port=options.port, http=_protocol(options.client_timeout_s),
+    config = uvicorn.Config(app, host=options.host, port=options.port, http=http_protocol(options.client_timeout_s),
                             log_level="warning", access_log=False, proxy_headers=False,  # per-request costs
-                            timeout_graceful_shutdown=30, timeout_keep_alive=5, limit_concurrency=1000, lifespan="on")
+                            timeout_graceful_shutdown=30, timeout_keep_alive=5, limit_concurrency=1000, lifespan="on",
+                            ws="none")  # no websocket routes; the event loop is uvloop where installed
     server = _Server(config, started)
     stopped: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):  # uvicorn re-raises these after draining: end quietly instead
@@ -97,35 +98,6 @@ def _run(app: Any, options: ServeOptions, started: Callable[[int], None]) -> int
         raise SpecError.at(file_loc("--port"), f"cannot listen on {options.host}:{options.port} (see the line above)",
                            "pick another --port (0 picks a free one), or a --host of this machine")
     return 0
-
-
-def _protocol(timeout_s: float) -> type:
-    """uvicorn's HTTP/1.1 protocol (httptools' parser when installed, else h11), closing a connection
-    whose request headers do not arrive within `timeout_s` (uvicorn waits forever for half a request)."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
-    except ImportError:
-        from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
-
-    class Timed(Base):  # type: ignore[misc, valid-type]
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._arm()
-
-        def _arm(self) -> None:
-            cycle = self.cycle
-            self.loop.call_later(timeout_s, lambda: self._expire(cycle))
-
-        def _expire(self, cycle: Any) -> None:
-            idle = self.cycle is cycle and (cycle is None or cycle.response_complete)  # no new request began
-            if idle and not self.transport.is_closing():
-                self.transport.close()
-
-    return Timed
 
 
 class _Server:
