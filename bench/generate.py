@@ -10,7 +10,11 @@ prompt, and the time of every token is taken as it comes (specc's `stream`, a tr
 Times are the thread's CPU time by default (`--clock cpu`, time.thread_time: torch runs on this one
 thread), which other processes on a shared machine do not inflate; `--clock wall` uses perf_counter.
 
-    python bench/generate.py [--model llama|gpt2] [--rounds 5] [--threads 1]
+    python bench/generate.py [--model llama|gpt2] [--rounds 5] [--threads 1] [--device cpu|cuda]
+
+On `--device cuda` both sides run on the GPU and the clock is the wall clock (GPU work is not the
+thread's CPU time). Without transformers (the GPU machine has none) the spec's model gets random
+weights and only specc's own figures are printed.
 
 --model llama: specs/zoo/llama.yaml against LlamaForCausalLM (4 layers, hidden 256, 4 heads, 2 KV heads,
 intermediate 688, vocab 2048); --model gpt2: specs/zoo/gpt.yaml (nanoGPT) against GPT2LMHeadModel
@@ -87,6 +91,19 @@ class _Clock:
         pass
 
 
+def specc_alone(model: str):
+    """The spec's model at the same sizes, randomly initialised: when transformers is not installed."""
+    s = SIZES
+    if model == "gpt2":
+        params = dict(n_layer=s["layers"], n_head=s["heads"], n_embd=s["hidden"], vocab_size=s["vocab"],
+                      block_size=s["positions"])
+        return specc.api.compiled(ROOT / "specs/zoo/gpt.yaml", params)
+    params = dict(num_hidden_layers=s["layers"], hidden_size=s["hidden"], num_attention_heads=s["heads"],
+                  num_key_value_heads=s["kv_heads"], intermediate_size=688, vocab_size=s["vocab"],
+                  max_position_embeddings=s["positions"])
+    return specc.api.compiled(ROOT / "specs/zoo/llama.yaml", params)
+
+
 def specc_side(compiled):
     """specc generate's path: the KV-cache decoder and the sampling loop (LanguageModel.stream)."""
     from compiler.kvcache import decoder
@@ -108,7 +125,7 @@ def hf_side(ref):
         clock = _Clock()
         start = now()
         with torch.no_grad():
-            out = ref.generate(torch.tensor([prompt]), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+            out = ref.generate(torch.tensor([prompt], device=ref.device), max_new_tokens=new, min_new_tokens=new, do_sample=False,
                                use_cache=True, pad_token_id=0, streamer=clock)
         return out[0, len(prompt):].tolist(), [start] + clock.times[1:]
     return run
@@ -127,18 +144,27 @@ def main() -> None:
                     default="llama" if (ROOT / "specs/zoo/llama.yaml").exists() else "gpt2")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--clock", choices=tuple(CLOCK), default="cpu")
+    ap.add_argument("--clock", choices=tuple(CLOCK), default=None, help="default: cpu, wall on CUDA")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     global now
-    now = CLOCK[args.clock]
+    clock = args.clock or ("wall" if args.device.startswith("cuda") else "cpu")
+    now = CLOCK[clock]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    compiled, ref = llama_pair() if args.model == "llama" else gpt2_pair()
-    sides = {"transformers": hf_side(ref), "specc": specc_side(compiled)}
+    try:
+        compiled, ref = llama_pair() if args.model == "llama" else gpt2_pair()
+    except ImportError:
+        compiled, ref = specc_alone(args.model), None
+    compiled.module.to(args.device)
+    sides = {"specc": specc_side(compiled)}
+    if ref is not None:
+        sides = {"transformers": hf_side(ref.to(args.device)), **sides}
     prompt = torch.randint(1, SIZES["vocab"], (32,), generator=torch.Generator().manual_seed(1)).tolist()
     tokens = {name: run(prompt, 2 * NEW)[0] for name, run in sides.items()}  # warm-up, and the check
-    print(f"model: {args.model}, {SIZES}, {args.threads} thread(s), {args.clock} clock, {2 * NEW} new tokens a round; "
-          f"same greedy tokens as transformers: {tokens['specc'] == tokens['transformers']}")
+    same = tokens["specc"] == tokens["transformers"] if ref is not None else "(transformers not installed)"
+    print(f"model: {args.model}, {SIZES}, {args.device}, {args.threads} thread(s), {clock} clock, {2 * NEW} new tokens "
+          f"a round; same greedy tokens as transformers: {same}")
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for r in range(args.rounds):
         for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):  # interleaved, alternating who goes first
@@ -147,6 +173,8 @@ def main() -> None:
     for name, m in med.items():
         print(f"  {name:<13} {m['rate']:8.1f} new tokens/s   {m['early'] * 1e3:7.3f} ms/token (32-288)   "
               f"{m['late'] * 1e3:7.3f} ms/token (288-544)   growth {m['late'] / m['early']:.3f}")
+    if ref is None:
+        return
     speed = med["specc"]["rate"] / med["transformers"]["rate"]
     print(f"== (a) tokens/s specc/transformers = {speed:.2f}x  {'OK' if speed >= 1.5 else 'UNDER the 1.5x goal'}")
     grow = {name: m["late"] / m["early"] for name, m in med.items()}

@@ -84,14 +84,15 @@ def export(target: Any = None, formats: Any = None, **options: Any) -> Any:
     return _export(target, formats, **options)
 
 
-def stream(target: Any = None, prompt: Any = "", tokens: int = 100, *, onnx: bool = False, **sampling: Any) -> Any:
+def stream(target: Any = None, prompt: Any = "", tokens: int = 100, *, onnx: bool = False, device: str | None = None,
+           **sampling: Any) -> Any:
     """`generate` one token at a time: an iterator of `Token(id, text)`, the texts concatenated after the
     prompt being the continuation (`specc generate` prints them as they come; servers send them as events).
 
     >>> for token in specc.stream("runs/gpt", "81 218 150", tokens=16, top_k=1): print(token.text, end="")
     """
     from .generating import Sampling, stream as _stream
-    return _stream(target, prompt, tokens, Sampling.of(sampling), onnx)
+    return _stream(target, prompt, tokens, Sampling.of(sampling), onnx, device)
 
 
 def diff(a: Any, b: Any, params_a: Any = None, params_b: Any = None) -> dict:
@@ -110,22 +111,24 @@ def predict(target: Any = None, data: Any = None, onnx: bool = False, batch_size
     return _predict(target, data, onnx=onnx, batch_size=batch_size, allow_unchecked=allow_unchecked)
 
 
-def generate(target: Any = None, prompt: Any = "", tokens: int = 100, *, onnx: bool = False, **sampling: Any) -> Any:
+def generate(target: Any = None, prompt: Any = "", tokens: int = 100, *, onnx: bool = False, device: str | None = None,
+             **sampling: Any) -> Any:
     """The prompt and `tokens` sampled tokens from a causal LM run (`specc generate`), through the
-    KV-cache decoder (or the ONNX export with past, `onnx=True`); reproducible for a seed. Sampling:
+    KV-cache decoder (or the ONNX export with past, `onnx=True`) on `device` (auto: CUDA when there is
+    one; cpu, cuda, cuda:N); reproducible for a seed on one device. Sampling:
     temperature, top_k (1: greedy), top_p, stop, seed. Text in and out with a tokenizer.json or for a
     text: run, else token ids ("81 218 150"). A list of prompts runs as one batch and gives a list.
 
     >>> specc.generate("runs/gpt", "81 218 150", tokens=16, top_k=1)
     """
     from .generating import generate as _generate
-    return _generate(target, prompt, tokens, onnx, **sampling)
+    return _generate(target, prompt, tokens, onnx, device, **sampling)
 
 
 def serve(target: Any = None, **options: Any) -> int:
     """`specc serve`: serve a run over HTTP until SIGINT or SIGTERM (then 0). Options are
-    `ServeOptions` fields: onnx, allow_unchecked, host, port, max_batch, batch_timeout_ms, token,
-    max_body, client_timeout_s.
+    `ServeOptions` fields: onnx, allow_unchecked, device, host, port, max_batch, batch_timeout_ms,
+    token, max_body, client_timeout_s.
 
     >>> specc.serve("runs/house", port=8000, max_batch=32)
     """

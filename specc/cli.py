@@ -305,13 +305,14 @@ def generate(
                                                       "tokenizer); repeatable.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="The same seed and prompt give the same text.")] = 0,
     onnx: Annotated[bool, typer.Option("--onnx", help="Decode with export/model_with_past.onnx in onnxruntime.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when there is one) | cpu | cuda | cuda:N")] = "auto",
 ) -> None:
     """Sample from a causal language-model run through its KV cache, seeded and reproducible."""
 
     def run() -> None:
         from . import api
-        pieces = api.stream(target, prompt, tokens=tokens, onnx=onnx, temperature=temperature, top_k=top_k,
-                            top_p=top_p, stop=tuple(stop or ()), seed=seed)
+        pieces = api.stream(target, prompt, tokens=tokens, onnx=onnx, device=device, temperature=temperature,
+                            top_k=top_k, top_p=top_p, stop=tuple(stop or ()), seed=seed)
         sys.stdout.write(prompt)
         for token in pieces:  # each token as it is decoded
             sys.stdout.write(token.text)
@@ -334,6 +335,7 @@ def serve(
     token: Annotated[Optional[str], typer.Option("--token", envvar="SPECC_TOKEN", help="Require 'Authorization: Bearer TOKEN' (env: SPECC_TOKEN).")] = None,
     max_body: Annotated[int, typer.Option("--max-body", help="Largest request body, in bytes.")] = 8 << 20,
     client_timeout: Annotated[float, typer.Option("--client-timeout", help="Seconds a client may take to send a request.")] = 30.0,
+    device: Annotated[str, typer.Option("--device", help="Where torch runs the model: auto (CUDA when there is one) | cpu | cuda | cuda:N")] = "auto",
 ) -> None:
     """Serve a run over HTTP: the Open Inference Protocol (v2), dynamic batching, /v1/predict and /v1/generate."""
 
@@ -341,7 +343,7 @@ def serve(
         from . import api
         return api.serve(target, onnx=onnx, allow_unchecked=allow_unchecked, host=host, port=port, max_batch=max_batch,
                          batch_timeout_ms=batch_timeout_ms, token=token, max_body=max_body,
-                         client_timeout_s=client_timeout)
+                         client_timeout_s=client_timeout, device=device)
 
     _guard(run)
 

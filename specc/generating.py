@@ -77,15 +77,19 @@ class LanguageModel:
         self._busy = threading.Lock()
 
     @classmethod
-    def load(cls, target: Any = None, onnx: bool = False) -> "LanguageModel":
-        """`target`: a run folder (default: the latest run)."""
+    def load(cls, target: Any = None, onnx: bool = False, device: str | None = None) -> "LanguageModel":
+        """`target`: a run folder (default: the latest run); `device`: auto (the default: CUDA when there
+        is one), cpu, cuda or cuda:N for the torch decoder (the ONNX one runs in onnxruntime on the CPU)."""
         run_dir = Path(runs.target_path(target))
         spec = runs.load_run(run_dir)
         if onnx:
+            if device not in (None, "auto", "cpu"):
+                raise SpecError.at(file_loc("--device"), f"--onnx decodes in onnxruntime on the CPU; --device {device} "
+                                   "is for the torch decoder", "drop --onnx to generate on the GPU, or drop --device")
             from exporters.with_past import OnnxDecoder
             decoder = OnnxDecoder.load(run_dir / "export" / "model_with_past.onnx")
         else:
-            decoder = _torch_decoder(run_dir)
+            decoder = _torch_decoder(run_dir, device or "auto")
         vocab = decoder.vocab or _vocab_of(run_dir)
         eos = special_tokens(run_dir).get("eos_token_id")
         return cls(run_dir, decoder, codec_for(run_dir, spec), vocab, tuple(eos if isinstance(eos, list) else
@@ -146,11 +150,11 @@ class LanguageModel:
 
 
 def stream(target: Any, prompt: str | Sequence[int], tokens: int = 100, sampling: Sampling | None = None,
-           onnx: bool = False) -> Iterator[Token]:
+           onnx: bool = False, device: str | None = None) -> Iterator[Token]:
     """Yield the generated tokens one at a time, as they are decoded: the interface for streaming
     servers (Server-Sent Events). Stable signature:
 
-        stream(target, prompt, tokens=100, sampling=None, onnx=False) -> Iterator[Token]
+        stream(target, prompt, tokens=100, sampling=None, onnx=False, device=None) -> Iterator[Token]
 
     `target` is a run folder or a loaded `LanguageModel` (load once, stream many); `prompt` is text
     (token ids "81 218 150" for runs without a tokenizer) or a list of ids; `sampling` a `Sampling`
@@ -161,7 +165,7 @@ def stream(target: Any, prompt: str | Sequence[int], tokens: int = 100, sampling
     >>> for tok in stream("runs/gpt", "81 218 150", tokens=8, sampling=Sampling(top_k=1)):
     ...     print(tok.id, tok.text)
     """
-    lm = target if isinstance(target, LanguageModel) else LanguageModel.load(target, onnx=onnx)
+    lm = target if isinstance(target, LanguageModel) else LanguageModel.load(target, onnx=onnx, device=device)
     sampling = (sampling or Sampling()).checked()
     ids = lm.encode(prompt)  # errors now, not at the first next()
     _check_tokens(tokens)
@@ -169,11 +173,11 @@ def stream(target: Any, prompt: str | Sequence[int], tokens: int = 100, sampling
 
 
 def generate(target: Any = None, prompt: str | Sequence[Any] = "", tokens: int = 100, onnx: bool = False,
-             **options: Any) -> Any:
+             device: str | None = None, **options: Any) -> Any:
     """The prompt followed by `tokens` sampled tokens: text, or ids separated by spaces. A list of
     prompts runs as one batch and gives a list. Options: temperature, top_k, top_p, stop, seed."""
     sampling = Sampling.of(options)
-    lm = LanguageModel.load(target, onnx=onnx)
+    lm = LanguageModel.load(target, onnx=onnx, device=device)
     batch = isinstance(prompt, (list, tuple)) and prompt and not isinstance(prompt[0], int)
     outs = lm.generate(list(prompt) if batch else [prompt], tokens, sampling)
     return outs if batch else outs[0]
@@ -184,12 +188,14 @@ def _check_tokens(tokens: int) -> None:
         raise SpecError.at(file_loc("--tokens"), f"--tokens must be at least 1, got {tokens}", "--tokens 200")
 
 
-def _torch_decoder(run_dir: Path) -> Any:
+def _torch_decoder(run_dir: Path, device: str) -> Any:
     from compiler.kvcache import NotCausalLM, decoder
 
     from .building import compile_run
+    from .devices import device_for
+    where = device_for(device)  # refused before the weights are read
     compiled = compile_run(run_dir)
-    compiled.module.train(False)
+    compiled.module.train(False).to(where)
     try:
         return decoder(compiled)
     except NotCausalLM as e:  # other errors point at the run's spec.yaml: the attention or dims entry at fault

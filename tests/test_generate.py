@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import specc
+from compiler.errors import SpecError
 from conftest import ROOT, invoke
 from specc.generating import LanguageModel, Sampling, stream
 
@@ -61,6 +62,22 @@ def test_prompt_ids_outside_the_vocabulary_are_exit_2(run):
     assert r.returncode == 2 and r.stderr.splitlines()[0] == "--prompt: error: this run reads token ids, not 'the cat'"
     r = invoke("generate", run, "--prompt", "5", "--top-p", "1.5")
     assert r.returncode == 2 and r.stderr.splitlines()[0] == "--top-p: error: --top-p must be in (0, 1], got 1.5"
+
+
+def test_device_says_where_the_decoder_runs_and_what_this_machine_lacks(run):
+    assert specc.generate(run, [5, 17, 3], tokens=6, top_k=1, device="cpu") == \
+        " ".join(map(str, recompute(run, [5, 17, 3], 6)))
+    if not torch.cuda.is_available():
+        r = invoke("generate", run, "--prompt", "5", "--device", "cuda")
+        assert (r.returncode, r.stderr.splitlines()[:2]) == (2, [
+            "--device: error: device 'cuda' asked for, but CUDA is not available",
+            "hint: use --device cpu, or --device auto (CUDA when there is one)"])
+    for device, onnx, message in (("tpu9", False, "'tpu9' is not a device"),
+                                  ("cuda", True, "--onnx decodes in onnxruntime on the CPU; --device cuda is for the "
+                                                 "torch decoder")):
+        with pytest.raises(SpecError) as e:
+            specc.generate(run, "5", tokens=2, onnx=onnx, device=device)
+        assert (e.value.diagnostics[0].file, e.value.diagnostics[0].message) == ("--device", message)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 import specc
@@ -49,6 +50,7 @@ def tensor(x, name="x", datatype="FP32"):
 
 
 def test_health_metadata_and_json_inference(server, house):
+    assert "(torch on cpu, batches of up to 16) at http://127.0.0.1:" in server.banner
     with httpx.Client(base_url=server.url) as c:
         assert c.get("/v2/health/live").json() == {"live": True}
         assert c.get("/v2/health/ready").status_code == 200
@@ -335,6 +337,13 @@ def test_the_try_it_page_predicts_in_headless_chromium(server, house, tmp_path):
 
 
 def test_serve_refuses_bad_options_and_targets(house, tmp_path):
+    r = invoke("serve", house, "--onnx", "--device", "cuda")
+    assert (r.returncode, r.stderr.splitlines()[0]) == (2, "--device: error: --onnx serves in onnxruntime on the CPU; "
+                                                           "--device cuda is for torch")
+    if not torch.cuda.is_available():
+        r = invoke("serve", house, "--device", "cuda:1")
+        assert (r.returncode, r.stderr.splitlines()[0]) == (2, "--device: error: device 'cuda:1' asked for, but CUDA "
+                                                               "is not available")
     r = invoke("serve", house, "--max-batch", "0")
     assert (r.returncode, r.stderr.splitlines()) == (2, ["--max-batch: error: --max-batch must be at least 1, got 0",
                                                          "hint: --max-batch 16"])

@@ -181,7 +181,8 @@ def _language_model(model: Any) -> Any:
         raise BadRequest(f"model '{model.name}' is not a language model; /v1/generate serves causal LMs", 400)
     from ..generating import LanguageModel
     try:
-        return LanguageModel.load(model.run_dir, onnx=model.platform == "onnxruntime_onnx")
+        onnx = model.platform == "onnxruntime_onnx"
+        return LanguageModel.load(model.run_dir, onnx=onnx, device=None if onnx else model.device)
     except SpecError as e:
         raise BadRequest(f"model '{model.name}' cannot generate: {_said(e)}") from None
 

@@ -57,6 +57,7 @@ class Model:
     spec: Spec
     run_dir: Path
     file: Path | None = None  # the ONNX file, when onnxruntime runs it
+    device: str = "cpu"  # where torch runs it
 
     @property
     def batch_dim(self) -> str | None:
@@ -70,14 +71,18 @@ class Model:
         return min(wanted, decl.max) if decl is not None and decl.max else wanted
 
 
-def load_model(run_dir: Path, onnx: bool = False, allow_unchecked: bool = False) -> Model:
-    """The run's model, ready to run. Torch by default; `onnx`: its export/model.onnx, which must
-    have passed its parity check unless `allow_unchecked`."""
+def load_model(run_dir: Path, onnx: bool = False, allow_unchecked: bool = False, device: str = "auto") -> Model:
+    """The run's model, ready to run. Torch on `device` (auto: CUDA when there is one) by default;
+    `onnx`: its export/model.onnx in onnxruntime on the CPU, which must have passed its parity check
+    unless `allow_unchecked`."""
     if not runs.is_run(run_dir):
         raise SpecError.at(file_loc(str(run_dir)), "serve needs a run folder", "build or train one first: specc train SPEC")
     if onnx:
+        if device not in ("auto", "cpu"):
+            raise SpecError.at(file_loc("--device"), f"--onnx serves in onnxruntime on the CPU; --device {device} is "
+                               "for torch", "drop --onnx to serve on the GPU, or drop --device")
         return _onnx_model(run_dir, allow_unchecked)
-    return _torch_model(run_dir)
+    return _torch_model(run_dir, device)
 
 
 def _inputs(spec: Spec) -> list[Tensor]:
@@ -89,26 +94,30 @@ def _ranges(spec: Spec) -> dict[str, tuple[float, float]]:
             if i.range is not None and not i.dtype.startswith("float")}
 
 
-def _torch_model(run_dir: Path) -> Model:
+def _torch_model(run_dir: Path, device: str) -> Model:
     import torch
 
     from exporters.inputs import example_inputs
 
     from ..building import compile_run
+    from ..devices import device_for
+    where = device_for(device)  # refused before the weights are read
     compiled = compile_run(run_dir)
-    module = compiled.module.train(False)  # inference mode
+    module = compiled.module.train(False).to(where)  # inference mode
     spec, typed = compiled.spec, compiled.typed
+    on_cpu = where.type == "cpu"
 
     def run(xs: list[np.ndarray]) -> list[np.ndarray]:
         with torch.inference_mode():
-            out = module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in xs])
-        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+            xs_ = [torch.from_numpy(np.ascontiguousarray(x)) for x in xs]
+            out = module(*(xs_ if on_cpu else [x.to(where, non_blocking=True) for x in xs_]))
+        return [o.numpy() if on_cpu else o.cpu().numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
     probe = run([x.numpy() for x in example_inputs(spec.inputs, decls=typed.dims)])  # the outputs' dtypes
     outputs = [Tensor(name, BY_NUMPY.get(p.dtype, "FP32"), tuple(typed.shape_of(v)))
                for (name, v), p in zip(typed.graph.outputs, probe)]
     return Model(spec.name, "pytorch_libtorch", _inputs(spec), outputs, dict(typed.dims), _ranges(spec), run, spec,
-                 run_dir)
+                 run_dir, device=str(where))
 
 
 def _onnx_model(run_dir: Path, allow_unchecked: bool) -> Model:

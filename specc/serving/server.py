@@ -30,6 +30,7 @@ class ServeOptions:
     max_body: int = 8 << 20  # bytes
     client_timeout_s: float = 30.0  # for a client to send its request's headers, and then its body
     allow_unchecked: bool = False  # --onnx: serve a file whose parity check did not pass
+    device: str = "auto"  # torch's device: auto (CUDA when there is one), cpu, cuda, cuda:N
 
     def check(self) -> None:
         for flag, value, low in (("--max-batch", self.max_batch, 1), ("--port", self.port, 0),
@@ -65,14 +66,15 @@ def serve(target: Any, options: ServeOptions, say: Callable[[str], None] = print
     from .batcher import Limits
     from .guard import Guard
     from .model import load_model
-    model = load_model(run_dir, options.onnx, options.allow_unchecked)
+    model = load_model(run_dir, options.onnx, options.allow_unchecked, options.device)
     if not runs.is_trained(run_dir):
         print(f"note: {run_dir} was never trained; serving its initial weights", file=sys.stderr, flush=True)
     most = model.largest_batch(options.max_batch) if model.batch_dim else 1
     app = create_app(model, Limits(most, options.batch_timeout_ms / 1000),
                      Guard(options.token, options.max_body))
+    engine = "onnxruntime" if options.onnx else f"torch on {model.device}"
     return _run(app, options, lambda port: say(
-        f"serving {model.name} ({'onnxruntime' if options.onnx else 'torch'}, batches of up to {most}) at "
+        f"serving {model.name} ({engine}, batches of up to {most}) at "
         f"http://{_bracketed(options.host)}:{port}  (docs: /docs, try it: /, stop: Ctrl-C)"))
 
 

@@ -20,6 +20,7 @@ from compiler.spec import Spec
 from compiler.train_section import TrainConfig
 
 from .. import runs, weights
+from ..devices import device_for
 from ..fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from . import checkpoint, components, distributed, sharding, targets
 from .data import Data, load_data, stats_json
@@ -121,20 +122,6 @@ def _changed_settings(old: Spec, new: Spec) -> list[str]:
     ta, tb = a.get("train") or {}, b.get("train") or {}
     keys = [k for k in dict.fromkeys([*ta, *tb]) if ta.get(k) != tb.get(k)]
     return keys + [k for k in dict.fromkeys([*a, *b]) if k != "train" and a.get(k) != b.get(k)]
-
-
-def device_for(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SpecError.at(file_loc("--device"), f"device '{name}' asked for, but CUDA is not available",
-                               "use --device cpu or device: auto")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise SpecError.at(file_loc("--device"), f"there is no {name}; this machine has "
-                               f"{torch.cuda.device_count()} CUDA device(s)", "use cuda:0 or auto")
-    return torch.device(name)
 
 
 def train(target: Any = None, params: Any = None, *, progress: bool = True, **options: Any) -> TrainResult:
