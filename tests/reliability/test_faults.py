@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 
 from conftest import ROOT, invoke
 from tests.reliability import faults
@@ -14,6 +15,7 @@ from tests.reliability import faults
 TRAIN = ROOT / "tests/cases/train"
 
 
+@pytest.mark.slow
 def test_sigkill_at_50_moments_loses_nothing_and_resume_is_bit_exact(tmp_path):
     stats = faults.kill_and_resume(tmp_path, kills=50)
     assert stats.kills == 50, stats.notes

@@ -13,6 +13,7 @@ def small_guard(monkeypatch):
     monkeypatch.setenv("SPECC_MAX_PARAM_BYTES", str(GUARD))
 
 
+@pytest.mark.slow
 def test_ten_thousand_mutated_specs():
     fuzz.run(200, seed=99)  # warm up: torch loads its meta kernels lazily
     stats = fuzz.run(10_000, seed=2026)
