@@ -92,13 +92,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long end-to-end tests (kills, torchrun, full training); part of make test")
 
 
-def pytest_collection_modifyitems(items):
-    """The files that hold long tests first, each file's tests together and in order (module fixtures
-    are made once per worker), so that xdist's workers do not end with one long test running alone."""
-    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_files)
-
-
 @pytest.fixture(scope="module")
 def one_thread():
     """Small models run fastest on one thread, and other load on a shared machine cannot stall OpenMP's

@@ -39,12 +39,32 @@ def _metadata_stub():
             importlib.invalidate_caches()
 
 
+@contextlib.contextmanager
+def _process_left_as_it_was():
+    """Importing ultralytics patches the process: `PIL.Image.open` (a bad image then raises
+    ModuleNotFoundError for pi_heif), `torch.save`, numpy's and torch's print options, environment
+    variables. The model code needs none of it: undone once the import is over, so that the tests
+    that later run in the same worker see the libraries as a user's process does."""
+    import numpy as np
+    from PIL import Image
+    saved = (Image.open, torch.save, np.get_printoptions(), dict(os.environ))
+    torch_print = torch._tensor_str.PRINT_OPTS.__dict__.copy()
+    try:
+        yield
+    finally:
+        Image.open, torch.save = saved[0], saved[1]
+        np.set_printoptions(**saved[2])
+        torch._tensor_str.PRINT_OPTS.__dict__.update(torch_print)
+        os.environ.clear()
+        os.environ.update(saved[3])
+
+
 def _tasks():
     if "ultralytics.nn.tasks" in sys.modules:
         return sys.modules["ultralytics.nn.tasks"]
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_VERBOSE", "False")
-    with _metadata_stub():
+    with _process_left_as_it_was(), _metadata_stub():
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        os.environ.setdefault("YOLO_VERBOSE", "False")
         return importlib.import_module("ultralytics.nn.tasks")
 
 
