@@ -11,15 +11,13 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	# --no-compile: byte-compiling every installed file (ray, transformers, torch) takes longer than compiling,
-	# on first import, the part the tests import
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q --no-compile torch==2.13.0
-	$(BIN)/python -m pip install -q --no-compile -e ".[dev]"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
 	# test-only reference models, --no-deps: torchvision's wheel would pull a CUDA torch, and it goes off sys.path
 	# into .venv/refs so that transformers cannot find it (tests/refs/torchvision_models.py explains the import);
 	# ultralytics' own requirements would pull torchvision and more
-	$(BIN)/python -m pip install -q --no-compile --no-deps --target $(VENV)/refs torchvision==0.28.0
-	$(BIN)/python -m pip install -q --no-compile --no-deps ultralytics==8.4.190
+	$(BIN)/python -m pip install -q --no-deps --target $(VENV)/refs torchvision==0.28.0
+	$(BIN)/python -m pip install -q --no-deps ultralytics==8.4.190
 	touch $@
 
 install: $(VENV)/.installed
