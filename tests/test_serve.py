@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import re
 import signal
 import socket
 import time
@@ -181,14 +182,42 @@ def test_bodies_over_max_body_and_slow_clients_are_cut_off(server):
             with contextlib.suppress(socket.timeout):
                 reply = s.recv(4096)
         assert reply.startswith(b"HTTP/1.1 408 "), reply
-    with socket.create_connection((host, port), timeout=10) as s:  # the headers, then a tenth of the body
-        s.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"{" * 10)
-        reply = s.recv(4096)
-        while b"\r\n\r\n" in reply and not reply.endswith(b"}") and (more := s.recv(4096)):
-            reply += more  # the head and the body may come in two TCP segments
-        assert reply.startswith(b"HTTP/1.1 408 ") and reply.endswith(b'{"error":"the body did not arrive within 2 s"}')
+    for path in (INFER, "/v1/predict"):  # the headers, then a tenth of the body
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"{" * 10)
+            reply = s.recv(4096)
+            while b"\r\n\r\n" in reply and not reply.endswith(b"}") and (more := s.recv(4096)):
+                reply += more  # the head and the body may come in two TCP segments
+            assert reply.startswith(b"HTTP/1.1 408 ") and reply.endswith(b'{"error":"the body did not arrive within '
+                                                                          b'2 s"}')
     with httpx.Client(base_url=server.url) as c:
         assert c.post(INFER, json={"inputs": [tensor(np.ones((1, 2), np.float32))]}).status_code == 200
+        assert c.get("/v2/health/live", headers={"Upgrade": "websocket", "Connection": "Upgrade"}).status_code == 200
+    time.sleep(0.5)  # the server's stderr is read by a thread
+    said = "".join(server.errors)  # slow clients and a websocket upgrade are not the server's trouble
+    assert "Traceback" not in said and "Exception in ASGI" not in said and "WebSocket" not in said, said
+
+
+def test_a_slow_body_pipelined_behind_a_slow_answer_waits_its_turn(house):
+    """Request 2's body wait starts when request 1 is answered, not when request 2's headers arrive:
+    uvicorn reads nothing more of a pipelined request until its turn."""
+    def infer(rid):
+        body = json.dumps({"id": rid, "inputs": [tensor(np.ones((1, 2), np.float32))]}).encode()
+        return (f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+    with Server(house, "--client-timeout", 1, "--batch-timeout-ms", 2000) as s:
+        host, port = s.host, int(s.port)
+        with socket.create_connection((host, port), timeout=10) as a, \
+                socket.create_connection((host, port), timeout=10) as b:
+            a.sendall(infer("stalled")[:-10])  # still arriving: the next request's batch waits for it, 2 s
+            time.sleep(0.2)
+            b.sendall(infer("first") + infer("second")[:-10])  # request 1 waits 2 s; request 2's body never ends
+            replies = b""
+            while (more := b.recv(65536)):
+                replies += more
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", replies)  # a reply's head follows the previous body directly
+    assert statuses == [b"200", b"408"], replies  # request 1 answered (at 2.2 s), then request 2 cut off (3.2 s)
+    assert b'"id":"first"' in replies
 
 
 def test_load_sixteen_in_flight_every_row_answered_right(server, house):

@@ -1,12 +1,14 @@
 """What stands between a client and the routes: the bearer token and the body size limit. A plain
 ASGI middleware, so it sees the bytes before any route parses them; its refusals are JSON
-{"error": ...} like every other error. (The time a client may take is the HTTP protocol's: server.py.)"""
+{"error": ...} like every other error. (The time a client may take is the HTTP protocol's: http.py.)"""
 from __future__ import annotations
 
 import hmac
 import json
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+
+from starlette.requests import ClientDisconnect
 
 from .protocol import BadRequest
 
@@ -31,7 +33,10 @@ class Guard:
             refusal = self.guard.refusal(scope)
             if refusal is not None:
                 return await _reply(send, *refusal)
-            await self.app(scope, self.guard.limited(receive), send)
+            try:
+                await self.app(scope, self.guard.limited(receive), send)
+            except ClientDisconnect:  # the client went away mid-body, or was cut off as too slow (408): there
+                pass  # is nobody to answer, and nothing went wrong in the server (uvicorn would log a traceback)
 
     def refusal(self, scope: Scope) -> tuple[int, str, list] | None:
         """(status, message, extra headers) when the request is refused before its body is read."""

@@ -6,6 +6,8 @@ clients it does not control needs and uvicorn lacks.
   arrive within `timeout_s` of its headers is answered 408 and closed. One timer per connection,
   moved on only when it fires: a request costs two clock reads, not a timer (a 30 s timer per
   request kept ~180,000 live timers in the loop under load and cost a third of a request's time).
+  A request pipelined behind one still being answered is not waiting for its body: uvicorn stops
+  reading until its turn, and its wait starts then.
 - One write per response. uvicorn writes a response's head and its body separately: two sends and,
   on loopback, two wake-ups of the client. Writes made in one turn of the event loop are joined
   and sent at the start of the next (`Corked`), in order, also for the protocol's own replies.
@@ -36,8 +38,12 @@ def http_protocol(timeout_s: float) -> type:
             self._since = self.loop.time()
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
+            super().on_response_complete()  # starts the next pipelined request, if one is waiting
             self._since = self.loop.time()
+
+        def _unsupported_upgrade_warning(self) -> None:
+            pass  # an `Upgrade: websocket` request is answered as plain HTTP; uvicorn's advice to install a
+            # websocket library, logged for every such request, does not apply to a server with no websocket route
 
         def _check(self) -> None:
             if self.transport.is_closing():
@@ -46,10 +52,10 @@ def http_protocol(timeout_s: float) -> type:
             if cycle is None or cycle.response_complete:  # waiting for a request's headers
                 if left <= 0:
                     return self.transport.close()
-            elif cycle.more_body and not cycle.response_started:  # waiting for its body
+            elif cycle.more_body and not cycle.response_started and not self.pipeline:  # waiting for its body
                 if left <= 0:
                     return self._refuse_slow_body()
-            else:  # the app is answering, however long that takes: look again later
+            else:  # the app is answering (this request, or one pipelined before it): look again later
                 left = timeout_s
             self._watch = self.loop.call_later(max(left, 0.01), self._check)
 
