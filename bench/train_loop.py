@@ -35,15 +35,22 @@ def _bare_epoch(model, opt, loss, x, y, batch_size: int, seed: int) -> None:
         opt.zero_grad(set_to_none=True)
 
 
-def main() -> float:
-    torch.manual_seed(0)
-    spec = specc.load(SPEC, ["train.data.synthetic.samples=2048", "train.data.val_split=0.0"])
+def _both(spec, lr: float):
+    """The spec's data; specc's Loop over one build; a second build, its Adam and the loss for the bare loop."""
     cfg = spec.train
     data = load_data(cfg.data, spec, cfg.task, 10, cfg.seed)
     a, b = specc.build(spec), specc.build(spec)
     loss = torch.nn.CrossEntropyLoss()
-    opt_a, opt_b = torch.optim.Adam(a.parameters(), lr=1e-3), torch.optim.Adam(b.parameters(), lr=1e-3)
+    opt_a, opt_b = torch.optim.Adam(a.parameters(), lr=lr), torch.optim.Adam(b.parameters(), lr=lr)
     loop = Loop(Parts(a, a, loss, opt_a), Where(cfg, data, torch.device("cpu"), Path("/nonexistent"), spec.model_hash))
+    return data, loop, (b, opt_b, loss)
+
+
+def main() -> float:
+    torch.manual_seed(0)
+    spec = specc.load(SPEC, ["train.data.synthetic.samples=2048", "train.data.val_split=0.0"])
+    cfg = spec.train
+    data, loop, (b, opt_b, loss) = _both(spec, lr=1e-3)
     steps = math.ceil(len(data.train) / cfg.batch_size)
     x, y = data.train.samples.inputs[0], data.train.samples.target
     epoch = [0]
@@ -115,11 +122,7 @@ def _small_cnn(tmp: Path) -> float:
     (tmp / "digits.yaml").write_text(CNN)
     spec = specc.load(tmp / "digits.yaml")
     cfg = spec.train
-    data = load_data(cfg.data, spec, cfg.task, 10, cfg.seed)
-    a, b = specc.build(spec), specc.build(spec)
-    loss = torch.nn.CrossEntropyLoss()
-    opt_a, opt_b = torch.optim.Adam(a.parameters(), lr=3e-3), torch.optim.Adam(b.parameters(), lr=3e-3)
-    loop = Loop(Parts(a, a, loss, opt_a), Where(cfg, data, torch.device("cpu"), Path("/nonexistent"), spec.model_hash))
+    data, loop, (b, opt_b, loss) = _both(spec, lr=3e-3)
     # the bare loop's data: the same decoded, normalized images, as plain tensors
     xs, ys = data.train.samples.take(torch.as_tensor(data.train.idx), 0)
     (vx,), vy = data.val.samples.take(torch.as_tensor(data.val.idx), 0)

@@ -22,13 +22,13 @@ from . import blame, rewrite
 from .artifact import Artifact, staged, staged_folder
 from .capture import Captured, capture
 from .declared import onnx_shapes
+from . import onnx_meta
 from .errors import ExportError, raise_if_io
 from .inputs import dynamic_axes, torch_dynamic_shapes
 from .job import ExportJob
 from .torchlib import cached_registry
 
 EXTERNAL_DATA_BYTES = 1_500_000_000
-META_PREFIX = "specc."
 _OPSET_NOISE = ("operator set version", "version conver", "target version")
 
 
@@ -56,7 +56,7 @@ def export(job: ExportJob) -> Artifact:
     meta = dict(job.metadata, exporter=exporter, opset=str(job.config.opset), parity="pending")
     if values:
         meta["node_values"] = json.dumps(values)
-    set_metadata(model, meta)
+    onnx_meta.write(model, meta)
     _save(model, job)
     if large:
         _checked(lambda: onnx.checker.check_model(str(job.path("onnx"))))
@@ -198,25 +198,10 @@ def value_map(program: Any, module: torch.fx.GraphModule) -> dict[str, str]:
     return out
 
 
-def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
-    keep = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
-    del model.metadata_props[:]
-    model.metadata_props.extend(keep)
-    for k, v in meta.items():
-        model.metadata_props.add(key=META_PREFIX + k, value=str(v))
-
-
-def metadata(path: Path) -> dict[str, str]:
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
-
-
 def record_verdict(path: Path, verdict: str) -> None:
     """Write the parity verdict into the file's metadata (atomically; the graph is unchanged)."""
     model = onnx.load(str(path), load_external_data=False)
-    meta = {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
-    meta["parity"] = verdict
-    set_metadata(model, meta)
+    onnx_meta.write(model, dict(onnx_meta.read(model), parity=verdict))
     with staged(path) as tmp:
         onnx.save(model, str(tmp))
 
@@ -261,8 +246,7 @@ def provider_info() -> dict[str, str]:
 def intermediates(path: Path, xs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Every mapped node's value, by spec path, computed by onnxruntime from the file itself."""
     model = onnx.load(str(path))
-    meta = {p.key: p.value for p in model.metadata_props}
-    values = json.loads(meta.get(META_PREFIX + "node_values", "{}"))
+    values = json.loads(onnx_meta.read(model).get("node_values", "{}"))
     if not values:
         return {}
     inferred = onnx.shape_inference.infer_shapes(model)

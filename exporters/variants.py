@@ -27,7 +27,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from . import to_onnx
+from . import onnx_meta, to_onnx
 from .artifact import Artifact, staged
 from .blame import root_cause
 from .capture import capture
@@ -37,8 +37,7 @@ from .job import ExportJob
 from .parity import Check, Comparison, compare, flatten, label, time_calls
 
 VARIANTS = ("int8", "fp16", "O1", "O2", "O3")
-FILES = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx", "O1": "model.O1.onnx", "O2": "model.O2.onnx",
-         "O3": "model.O3.onnx"}
+FILES = onnx_meta.VARIANT_FILES
 LEVELS = {"O1": "ORT_ENABLE_BASIC", "O2": "ORT_ENABLE_EXTENDED", "O3": "ORT_ENABLE_ALL"}
 MAX_SAMPLES = 4096
 
@@ -92,8 +91,8 @@ def produce(variant: str, job: ExportJob, validation: "Validation | None" = None
 
 
 def _save(model: onnx.ModelProto, target: Path, source: Path, variant: str) -> None:
-    meta = dict(to_onnx.metadata(source), variant=variant, parity="pending")
-    to_onnx.set_metadata(model, meta)
+    meta = dict(onnx_meta.read_file(source), variant=variant, parity="pending")
+    onnx_meta.write(model, meta)
     with staged(target) as tmp:
         onnx.save(model, str(tmp))
 

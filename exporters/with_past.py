@@ -30,12 +30,12 @@ import torch
 
 from compiler.decoding import positions_from_mask
 
-from . import blame
+from . import blame, onnx_meta
 from .artifact import Artifact, staged
 from .capture import capture
 from .errors import ExportError
 from .parity import Check, compare
-from .to_onnx import session, set_metadata
+from .to_onnx import session
 from .torchlib import cached_registry
 
 FILE = "model_with_past.onnx"
@@ -68,7 +68,7 @@ def export(compiled: Any, export_dir: Path, opset: int, meta: dict[str, str], sp
     model = program.model_proto
     info = {"kv_layers": str(len(found.attentions)), "max_length": str(found.max_len),
             "vocab": str(found.vocab or ""), "kv_shapes": json.dumps(found.kv_shapes)}
-    set_metadata(model, dict(meta, **info, parity="pending"))
+    onnx_meta.write(model, dict(meta, **info, parity="pending"))
     path = export_dir / FILE
     export_dir.mkdir(parents=True, exist_ok=True)
     with staged(path) as tmp:

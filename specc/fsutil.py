@@ -52,11 +52,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[str], None]) -> 
         os.fchmod(fd, file_mode())  # what open() would give; mkstemp makes 0600
         os.close(fd)
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -77,14 +73,18 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
+def fsync(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder's entries') writes to the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """A folder's fsync, where the file system allows one (not every one does for folders)."""
+    try:
+        fsync(path)
+    except OSError:
+        pass

@@ -152,9 +152,9 @@ def _table(cfg: DataConfig, spec: Spec, stats: dict, path: Path, n: int) -> Iter
     if path.suffix.lower() == ".npz":
         xs, show = _npz_inputs(sources.read_npz(_file_config(cfg, path, "npz")), spec, features, path)
     else:
-        xs, show = column_inputs(cfg, stats, sources.read_csv(_file_config(cfg, path, "csv")), str(path))
-        cells = sources.csv_cells(path)  # the inputs are echoed as the file wrote them, not re-rounded
-        show = {w: cells[w] for w in show}
+        cols, cells = sources.read_csv_cells(_file_config(cfg, path, "csv"))
+        xs, show = column_inputs(cfg, stats, cols, str(path))
+        show = {w: cells[w] for w in show}  # the inputs are echoed as the file wrote them, not re-rounded
     _check_inputs(spec, xs, path)
     for s in range(0, len(xs[0]), n):
         yield table_batch(spec, stats, xs, show, slice(s, s + n))

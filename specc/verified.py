@@ -17,17 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from compiler.errors import SpecError, file_loc
+from exporters import onnx_meta
 
-META_PREFIX = "specc."  # exporters.to_onnx.META_PREFIX, without importing torch here
-VARIANT_FILES = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx", "O1": "model.O1.onnx",
-                 "O2": "model.O2.onnx", "O3": "model.O3.onnx"}  # exporters.variants.FILES
 
 
 def checked_onnx(run_dir: str | Path, allow_unchecked: bool = False, variant: str | None = None) -> Path:
     """The run's export/model.onnx (or its `variant`'s file) if its parity passed; else a SpecError
     naming the file and why. With `allow_unchecked`, a file that exists is returned after a warning."""
     run_dir = Path(run_dir)
-    name = VARIANT_FILES.get(variant, "model.onnx") if variant else "model.onnx"
+    name = onnx_meta.VARIANT_FILES.get(variant, "model.onnx") if variant else "model.onnx"
     path = run_dir / "export" / name
     flag = "--onnx" + (f" {_variant_flag(variant)}" if variant else "")
     if not path.is_file():
@@ -80,13 +78,11 @@ def _report_reason(data: Any, path: Path, fmt: str) -> str | None:
 
 
 def _file_verdict(path: Path) -> str | None:
-    import onnx
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        meta = onnx_meta.read_file(path)
     except Exception as e:  # a truncated or foreign file: the user's to replace
         raise SpecError.at(file_loc(str(path)), f"not a readable ONNX file: {str(e).splitlines()[0][:200]}",
                            "export it again: specc export RUN --onnx") from None
-    meta = {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
     return meta.get("parity")
 
 

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from compiler.errors import SpecError
 
 from .. import predicting
-from .protocol import BadRequest, check_inputs
+from .protocol import BadRequest, check_inputs, loads
 
 MAX_ROWS, MAX_FILES, MAX_TOKENS = 10_000, 64, 4096
 PAGE = Path(__file__).with_name("page.html")
@@ -93,7 +93,7 @@ def routes(app: FastAPI, served: Any) -> None:
 async def _json(request: Request) -> dict:
     raw = await request.body()
     try:
-        body = json.loads(raw or b"{}")
+        body = loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"the request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):

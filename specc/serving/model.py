@@ -105,13 +105,11 @@ def _torch_model(run_dir: Path, device: str) -> Model:
     compiled = compile_run(run_dir)
     module = compiled.module.train(False).to(where)  # inference mode
     spec, typed = compiled.spec, compiled.typed
-    on_cpu = where.type == "cpu"
 
-    def run(xs: list[np.ndarray]) -> list[np.ndarray]:
+    def run(xs: list[np.ndarray]) -> list[np.ndarray]:  # .to/.cpu return the tensor itself on its own device
         with torch.inference_mode():
-            xs_ = [torch.from_numpy(np.ascontiguousarray(x)) for x in xs]
-            out = module(*(xs_ if on_cpu else [x.to(where, non_blocking=True) for x in xs_]))
-        return [o.numpy() if on_cpu else o.cpu().numpy() for o in (out if isinstance(out, tuple) else (out,))]
+            out = module(*[torch.from_numpy(np.ascontiguousarray(x)).to(where) for x in xs])
+        return [o.cpu().numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
     probe = run([x.numpy() for x in example_inputs(spec.inputs, decls=typed.dims)])  # the outputs' dtypes
     outputs = [Tensor(name, BY_NUMPY.get(p.dtype, "FP32"), tuple(typed.shape_of(v)))

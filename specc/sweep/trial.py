@@ -25,8 +25,7 @@ class Setup:
     dims: tuple[Dim, ...]
     metric: str
     mode: str  # min | max
-    out: str  # the sweep folder, absolute
-    epochs: int | None = None
+    out: str  # the sweep folder, absolute (epochs, when given, are one of `sets`: train.epochs=N)
 
     def run_dir(self, name: str) -> Path:
         return Path(self.out) / "trials" / name
@@ -52,7 +51,7 @@ def run(setup: Setup, name: str, values: dict[str, Any], report: Callable[[int, 
 
     params = [*setup.sets, *(d.override(values[d.path]) for d in setup.dims)]
     result = train(setup.spec, params, out=setup.run_dir(name), force=True, quiet=True, progress=False,
-                   epochs=setup.epochs, on_epoch=on_epoch)
+                   on_epoch=on_epoch)
     return float(result.final[setup.metric])
 
 

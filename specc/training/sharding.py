@@ -35,7 +35,7 @@ from compiler.errors import SpecError, did_you_mean, file_loc, first_line
 from compiler.train_section import TrainConfig
 
 from .. import weights
-from ..fsutil import atomic_write_bytes
+from ..fsutil import atomic_write_bytes, fsync
 from . import checkpoint
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -150,19 +150,11 @@ def _one_process_is_meant() -> Any:
 def _publish(tmp: Path, final: Path) -> None:
     """Make a complete checkpoint folder visible under its name: its files and the folder synced first."""
     for f in tmp.iterdir():
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync(f)
     if final.exists():  # the same epoch written again after a resume
         shutil.rmtree(final)
     os.replace(tmp, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync(final.parent)
 
 
 def restore(parts: Any, state: dict[str, Any], rank: int) -> None:

@@ -60,6 +60,17 @@ def checked_path(cfg: DataConfig, directory: bool = False) -> Path:
 # --- tables -----------------------------------------------------------------------------------
 
 def read_csv(cfg: DataConfig) -> dict[str, np.ndarray]:
+    return _numbers(cfg, *_csv_rows(cfg))
+
+
+def read_csv_cells(cfg: DataConfig) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """read_csv's columns, and the same cells as text (as the file wrote them), from one read."""
+    path, rows = _csv_rows(cfg)
+    numbers = _numbers(cfg, path, rows)
+    return numbers, {h.strip(): [r[j].strip() for r in rows[1:] if r] for j, h in enumerate(rows[0])}
+
+
+def _csv_rows(cfg: DataConfig) -> tuple[Path, list[list[str]]]:
     path = checked_path(cfg)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -68,6 +79,10 @@ def read_csv(cfg: DataConfig) -> dict[str, np.ndarray]:
     rows = list(csv.reader(io.StringIO(text)))
     if len(rows) < 2:
         raise err(cfg, f"{path} has no data rows", "a header row, then one row per sample", where=Loc(str(path), 1, 1))
+    return path, rows
+
+
+def _numbers(cfg: DataConfig, path: Path, rows: list[list[str]]) -> dict[str, np.ndarray]:
     header = [h.strip() for h in rows[0]]
     columns: dict[str, list[float]] = {h: [] for h in header}
     bad: list[Diagnostic] = []  # every bad row and cell, reported together (up to MAX_REPORTED)
@@ -89,13 +104,6 @@ def read_csv(cfg: DataConfig) -> dict[str, np.ndarray]:
             col += len(cell) + 1
     raise_many(bad, "value")
     return {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
-
-
-def csv_cells(path: Path) -> dict[str, list[str]]:
-    """A csv file's cells as text, by column (the file was checked by read_csv first)."""
-    rows = [r for r in csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig")))]
-    header = [h.strip() for h in rows[0]]
-    return {h: [r[j].strip() for r in rows[1:] if r] for j, h in enumerate(header)}
 
 
 def read_npz(cfg: DataConfig) -> dict[str, np.ndarray]:
